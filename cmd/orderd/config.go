@@ -1,0 +1,145 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/mail"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// Components that `orderd serve` can run; by default all of them, in one process.
+const (
+	componentAPI       = "api"
+	componentPayment   = "payment"
+	componentInventory = "inventory"
+	componentEmail     = "email"
+	componentRelay     = "relay"
+)
+
+var allComponents = []string{componentAPI, componentPayment, componentInventory, componentEmail, componentRelay}
+
+// configKeys lists every environment variable orderd reads; nothing else reads the
+// environment.
+var configKeys = []string{
+	"MYSQL_DSN", "SQS_ENDPOINT", "AWS_REGION", "QUEUE_PREFIX", "HTTP_ADDR", "SMTP_ADDR", "MAIL_FROM",
+	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "CONSUMERS_PER_QUEUE", "PAYMENT_DECLINE_ABOVE_CENTS",
+}
+
+// config is the whole configuration, read once at start.
+type config struct {
+	MySQLDSN          string
+	SQSEndpoint       string // empty: real AWS with the default credential chain
+	AWSRegion         string
+	QueuePrefix       string
+	HTTPAddr          string
+	SMTPAddr          string
+	MailFrom          string
+	AllowedOrigins    []string
+	Components        []string
+	ConsumersPerQueue int
+	DeclineAboveCents int64
+
+	// Not configurable from the environment: fixed by the design, named here so that the
+	// relationships between them are visible in one place.
+	VisibilityTimeout time.Duration // > HandlerTimeout × (Retries+1) plus back-off
+	HandlerTimeout    time.Duration
+	Retries           int
+	MaxReceiveCount   int
+}
+
+// loadConfig reads the configuration from getenv, applying defaults, and validates it. Its
+// error is one line naming the offending setting.
+func loadConfig(getenv func(string) string) (config, error) {
+	get := func(key, def string) string {
+		if v := strings.TrimSpace(getenv(key)); v != "" {
+			return v
+		}
+		return def
+	}
+	c := config{
+		MySQLDSN:          get("MYSQL_DSN", "root@tcp(127.0.0.1:3306)/orderd"),
+		SQSEndpoint:       get("SQS_ENDPOINT", ""),
+		AWSRegion:         get("AWS_REGION", "us-east-1"),
+		QueuePrefix:       get("QUEUE_PREFIX", ""),
+		HTTPAddr:          get("HTTP_ADDR", "127.0.0.1:8080"),
+		SMTPAddr:          get("SMTP_ADDR", "127.0.0.1:1025"),
+		MailFrom:          get("MAIL_FROM", "orders@shop.localhost"),
+		AllowedOrigins:    splitList(get("CORS_ALLOWED_ORIGINS", "*")),
+		Components:        splitList(get("ORDERD_COMPONENTS", strings.Join(allComponents, ","))),
+		VisibilityTimeout: 30 * time.Second,
+		HandlerTimeout:    5 * time.Second,
+		Retries:           3,
+		MaxReceiveCount:   5,
+	}
+	var err error
+	if c.ConsumersPerQueue, err = strconv.Atoi(get("CONSUMERS_PER_QUEUE", "4")); err != nil || c.ConsumersPerQueue < 1 || c.ConsumersPerQueue > 64 {
+		return config{}, fmt.Errorf("CONSUMERS_PER_QUEUE: must be a whole number from 1 to 64, got %q", getenv("CONSUMERS_PER_QUEUE"))
+	}
+	if c.DeclineAboveCents, err = strconv.ParseInt(get("PAYMENT_DECLINE_ABOVE_CENTS", "100000"), 10, 64); err != nil || c.DeclineAboveCents < 0 {
+		return config{}, fmt.Errorf("PAYMENT_DECLINE_ABOVE_CENTS: must be a non-negative whole number of cents, got %q", getenv("PAYMENT_DECLINE_ABOVE_CENTS"))
+	}
+	return c, c.validate()
+}
+
+func (c config) validate() error {
+	if _, err := mysql.ParseDSN(c.MySQLDSN); err != nil {
+		return fmt.Errorf("MYSQL_DSN: %v", err)
+	}
+	if c.SQSEndpoint != "" {
+		if u, err := url.Parse(c.SQSEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("SQS_ENDPOINT: must be an http(s) URL or empty for AWS, got %q", c.SQSEndpoint)
+		}
+	}
+	for _, hp := range []struct{ key, val string }{{"HTTP_ADDR", c.HTTPAddr}, {"SMTP_ADDR", c.SMTPAddr}} {
+		if _, port, err := net.SplitHostPort(hp.val); err != nil || port == "" {
+			return fmt.Errorf("%s: must be host:port, got %q", hp.key, hp.val)
+		}
+	}
+	if a, err := mail.ParseAddress(c.MailFrom); err != nil || a.Address != c.MailFrom {
+		return fmt.Errorf("MAIL_FROM: must be a plain email address, got %q", c.MailFrom)
+	}
+	for _, p := range c.QueuePrefix {
+		if !(p == '-' || p == '_' || (p >= '0' && p <= '9') || (p >= 'a' && p <= 'z') || (p >= 'A' && p <= 'Z')) {
+			return fmt.Errorf("QUEUE_PREFIX: may hold only letters, digits, '-' and '_', got %q", c.QueuePrefix)
+		}
+	}
+	if len(c.Components) == 0 {
+		return fmt.Errorf("ORDERD_COMPONENTS: name at least one of %s", strings.Join(allComponents, ","))
+	}
+	for _, comp := range c.Components {
+		if !slices.Contains(allComponents, comp) {
+			return fmt.Errorf("ORDERD_COMPONENTS: unknown component %q (known: %s)", comp, strings.Join(allComponents, ","))
+		}
+	}
+	return nil
+}
+
+// runs reports whether component is enabled.
+func (c config) runs(component string) bool { return slices.Contains(c.Components, component) }
+
+// mysqlConfig returns the DSN with the options the code relies on: parseTime for DATETIME
+// columns, UTC, and client-side interpolation (one round trip per statement, not three).
+func (c config) mysqlConfig() (*mysql.Config, error) {
+	mc, err := mysql.ParseDSN(c.MySQLDSN)
+	if err != nil {
+		return nil, fmt.Errorf("MYSQL_DSN: %w", err)
+	}
+	mc.ParseTime, mc.Loc, mc.InterpolateParams = true, time.UTC, true
+	return mc, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

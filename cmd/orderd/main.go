@@ -1,0 +1,63 @@
+// Command orderd is the event-sourced order service: `orderd migrate` prepares the
+// database, `orderd serve` runs the HTTP API, the three stages and the outbox relay, and
+// `orderd replay` rebuilds the orders projection from the event log.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `usage: orderd <command> [flags]
+
+commands:
+  migrate   create the database if needed and apply the embedded migrations
+  serve     run the HTTP API, the stages and the outbox relay (ORDERD_COMPONENTS picks which)
+  replay    rebuild the orders projection from the event log and swap it in
+
+Configuration comes from the environment; see .env.example.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "orderd:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// run is the whole program; main only adds the process's signals, environment and exit.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr)
+	switch args[0] {
+	case "migrate":
+		return migrate(ctx, cfg, stdout)
+	case "serve":
+		return serve(ctx, cfg, log, stdout)
+	case "replay":
+		return replay(ctx, cfg, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}

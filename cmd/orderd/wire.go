@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/go-sql-driver/mysql"
+
+	"orderd/eventstore"
+	"orderd/handlers"
+	"orderd/mail"
+	"orderd/migrations"
+	"orderd/ordering"
+	"orderd/outbox"
+	"orderd/payment"
+	"orderd/projections"
+	"orderd/queues"
+	"orderd/router"
+)
+
+func newLogger(w io.Writer) *slog.Logger {
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			return slog.New(slog.NewTextHandler(w, nil))
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+// openDB opens the pool. Sizing matters: appends are short transactions, and MariaDB's
+// group commit needs several of them in flight to batch fsyncs.
+func openDB(ctx context.Context, cfg config) (*sql.DB, error) {
+	mc, err := cfg.mysqlConfig()
+	if err != nil {
+		return nil, err
+	}
+	connector, err := mysql.NewConnector(mc)
+	if err != nil {
+		return nil, fmt.Errorf("MYSQL_DSN: %w", err)
+	}
+	db := sql.OpenDB(connector)
+	db.SetMaxOpenConns(64)
+	db.SetMaxIdleConns(64)
+	db.SetConnMaxLifetime(30 * time.Minute)
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to MySQL at %s/%s: %w", mc.Addr, mc.DBName, err)
+	}
+	return db, nil
+}
+
+// migrate creates the database if it is missing, then applies the migrations.
+func migrate(ctx context.Context, cfg config, stdout io.Writer) error {
+	mc, err := cfg.mysqlConfig()
+	if err != nil {
+		return err
+	}
+	if mc.DBName == "" {
+		return errors.New("MYSQL_DSN: names no database")
+	}
+	server := *mc
+	server.DBName = ""
+	srv, err := openDB(ctx, config{MySQLDSN: server.FormatDSN()})
+	if err != nil {
+		return err
+	}
+	_, err = srv.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS `"+strings.ReplaceAll(mc.DBName, "`", "``")+"`")
+	srv.Close()
+	if err != nil {
+		return fmt.Errorf("create database %s: %w", mc.DBName, err)
+	}
+	db, err := openDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	applied, err := migrations.Apply(ctx, db)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintf(stdout, "database %s is up to date\n", mc.DBName)
+	}
+	for _, name := range applied {
+		fmt.Fprintf(stdout, "applied %s\n", name)
+	}
+	return nil
+}
+
+// service is everything `orderd serve` runs, built in one place.
+type service struct {
+	cfg     config
+	log     *slog.Logger
+	db      *sql.DB
+	store   *eventstore.Store
+	relay   *outbox.Relay
+	router  *message.Router
+	http    *http.Server
+	closers []func() error
+}
+
+// newService wires config → DB → SQS → event store → stages → router → HTTP.
+func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, err error) {
+	s := &service{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if s.db, err = openDB(ctx, cfg); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, s.db.Close)
+	pending, err := migrations.Pending(ctx, s.db)
+	if err != nil {
+		return nil, fmt.Errorf("check migrations (run `orderd migrate` first): %w", err)
+	}
+	if len(pending) > 0 {
+		return nil, fmt.Errorf("database has unapplied migrations %v: run `orderd migrate` first", pending)
+	}
+
+	qcfg := queues.Config{Endpoint: cfg.SQSEndpoint, Region: cfg.AWSRegion, Prefix: cfg.QueuePrefix,
+		VisibilityTimeout: cfg.VisibilityTimeout, MaxReceiveCount: cfg.MaxReceiveCount}
+	awsCfg, err := queues.AWSConfig(ctx, qcfg)
+	if err != nil {
+		return nil, err
+	}
+	sqsClient := queues.NewClient(awsCfg, qcfg)
+	if err := queues.Ensure(ctx, sqsClient, qcfg); err != nil {
+		return nil, fmt.Errorf("SQS at %s: %w", endpointName(cfg.SQSEndpoint), err)
+	}
+	pub, err := queues.NewPublisher(awsCfg, qcfg, log)
+	if err != nil {
+		return nil, err
+	}
+
+	writer, err := outbox.NewWriter(router.Route(qcfg))
+	if err != nil {
+		return nil, err
+	}
+	if s.store, err = eventstore.New(s.db, projections.Orders{}, writer); err != nil {
+		return nil, err
+	}
+	if cfg.runs(componentRelay) {
+		if s.relay, err = outbox.NewRelay(s.db, pub, log, outbox.RelayConfig{}); err != nil {
+			return nil, err
+		}
+		s.store.OnCommit(s.relay.Kick)
+	}
+	catalog, err := ordering.NewCatalog(s.db)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.buildRouter(ctx, qcfg, awsCfg, pub, catalog); err != nil {
+		return nil, err
+	}
+	if cfg.runs(componentAPI) {
+		if err := s.buildHTTP(qcfg, sqsClient, catalog); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aws.Config, pub message.Publisher, catalog *ordering.Catalog) error {
+	if !s.cfg.runs(componentPayment) && !s.cfg.runs(componentInventory) && !s.cfg.runs(componentEmail) {
+		return nil
+	}
+	mailer, err := mail.NewSMTPSender(mail.SMTPConfig{Addr: s.cfg.SMTPAddr})
+	if err != nil {
+		return fmt.Errorf("SMTP_ADDR: %w", err)
+	}
+	s.closers = append(s.closers, mailer.Close)
+	stages, err := ordering.NewStages(ordering.StagesConfig{
+		Store: s.store, Catalog: catalog, Gateway: payment.Simulated{DeclineAboveCents: s.cfg.DeclineAboveCents},
+		Mailer: mailer, MailFrom: s.cfg.MailFrom, Log: s.log,
+	})
+	if err != nil {
+		return err
+	}
+	var enabled []router.Stage
+	for _, st := range []struct {
+		component string
+		stage     router.Stage
+	}{
+		{componentPayment, router.Stage{Name: "payment-charge-or-refund", Queue: queues.PaymentQueue, Run: stages.Payment}},
+		{componentInventory, router.Stage{Name: "inventory-reserve-on-payment-completed", Queue: queues.InventoryQueue, Run: stages.Inventory}},
+		{componentEmail, router.Stage{Name: "email-notify-customer", Queue: queues.EmailQueue, Run: stages.Email}},
+	} {
+		if s.cfg.runs(st.component) {
+			enabled = append(enabled, st.stage)
+		}
+	}
+	sub, err := queues.NewSubscriber(awsCfg, qcfg, s.log)
+	if err != nil {
+		return err
+	}
+	s.router, err = router.New(router.Config{Queues: qcfg, Consumers: s.cfg.ConsumersPerQueue,
+		HandlerTimeout: s.cfg.HandlerTimeout, Retries: s.cfg.Retries}, sub, pub, s.log, enabled...)
+	return err
+}
+
+func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *ordering.Catalog) error {
+	placer, err := ordering.NewPlacer(s.store, catalog)
+	if err != nil {
+		return err
+	}
+	reader, err := projections.NewReader(s.db)
+	if err != nil {
+		return err
+	}
+	api, err := handlers.New(handlers.Config{
+		Placer: placer, Orders: reader, Store: s.store, AllowedOrigins: s.cfg.AllowedOrigins, Log: s.log,
+		Health: func(ctx context.Context) map[string]error {
+			return map[string]error{"mysql": s.db.PingContext(ctx), "sqs": queues.Ping(ctx, sqsClient, qcfg)}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	s.http = &http.Server{Addr: s.cfg.HTTPAddr, Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
+	return nil
+}
+
+// serve runs the service until ctx is cancelled, then shuts down in reverse order: stop
+// taking requests, let in-flight handlers finish, stop the relay, close the pool.
+func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
+	s, err := newService(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	var wg sync.WaitGroup
+	if s.relay != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = s.relay.Run(runCtx) }()
+	}
+	if s.router != nil {
+		go func() { errc <- s.router.Run(runCtx) }()
+		select {
+		case <-s.router.Running():
+		case err := <-errc:
+			return fmt.Errorf("start router: %w", err)
+		}
+	}
+	if s.http != nil {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("HTTP_ADDR: %w", err)
+		}
+		go func() { errc <- s.http.Serve(ln) }()
+		fmt.Fprintf(stdout, "orderd listening on http://%s (components: %s)\n", ln.Addr(), strings.Join(cfg.Components, ","))
+	} else {
+		fmt.Fprintf(stdout, "orderd running (components: %s)\n", strings.Join(cfg.Components, ","))
+	}
+	log.Info("orderd started", "components", cfg.Components, "queue_prefix", cfg.QueuePrefix)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("component stopped", "error", err)
+		}
+	}
+	log.Info("shutting down")
+	shutdownCtx, done := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer done()
+	if s.http != nil {
+		if err := s.http.Shutdown(shutdownCtx); err != nil {
+			log.Warn("HTTP shutdown", "error", err)
+		}
+	}
+	if s.router != nil {
+		if err := s.router.Close(); err != nil {
+			log.Warn("router shutdown", "error", err)
+		}
+	}
+	cancel()
+	wg.Wait()
+	return nil
+}
+
+func (s *service) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		if err := s.closers[i](); err != nil {
+			s.log.Warn("close", "error", err)
+		}
+	}
+	s.closers = nil
+}
+
+func endpointName(e string) string {
+	if e == "" {
+		return "AWS"
+	}
+	return e
+}

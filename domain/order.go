@@ -1,0 +1,291 @@
+package domain
+
+import (
+	"fmt"
+	"net/mail"
+	"strings"
+	"unicode/utf8"
+)
+
+// OrderID identifies an order and its event stream. It is numeric because the seed's
+// clients read `orderId` as a number and its `orders.order_id` column is an INT.
+type OrderID int64
+
+// Limits on what an order may hold. The name limit is the seed's column width.
+const (
+	MaxCustomerNameLen = 100
+	MaxEmailLen        = 254
+	MaxItems           = 50
+	MaxQuantity        = 1000
+	MaxSKULen          = 64
+)
+
+// Values of the seed's status columns. The seed used "pending" and "completed" only.
+const (
+	StatusPending       = "pending"
+	StatusCompleted     = "completed"
+	StatusPaymentFailed = "payment_failed"
+	StatusCancelled     = "cancelled"
+	StatusFailed        = "failed"
+	StatusRefunded      = "refunded"
+)
+
+// Step names the next thing that must happen to an order; each stage acts on one step.
+type Step string
+
+// The steps of an order's path.
+const (
+	StepNone      Step = ""
+	StepPayment   Step = "payment"
+	StepInventory Step = "inventory"
+	StepRefund    Step = "refund"
+	StepEmail     Step = "email"
+)
+
+// Email templates, chosen by the state the order ended in.
+const (
+	TemplateConfirmation  = "order_confirmed"
+	TemplatePaymentFailed = "payment_failed"
+	TemplateCancelled     = "order_cancelled"
+)
+
+// Order is the aggregate: its state changes only in apply, which both live decisions and
+// loading from the log go through, so replayed and live state cannot drift.
+type Order struct {
+	id            OrderID
+	version       int
+	customerName  string
+	customerEmail string
+	items         []Item
+	totalCents    int64
+	status        string
+	payment       string
+	inventory     string
+	emailSent     bool
+	paymentID     string
+}
+
+// Rehydrate rebuilds an order from its history, oldest first.
+func Rehydrate(id OrderID, history []Event) *Order {
+	o := &Order{id: id}
+	for _, e := range history {
+		o.apply(e)
+	}
+	return o
+}
+
+func (o *Order) apply(e Event) {
+	o.version++
+	switch e := e.(type) {
+	case OrderPlaced:
+		o.customerName, o.customerEmail = e.CustomerName, e.CustomerEmail
+		o.items, o.totalCents = e.Items, e.TotalCents
+		o.status, o.payment, o.inventory = StatusPending, StatusPending, StatusPending
+	case PaymentCompleted:
+		o.payment, o.paymentID = StatusCompleted, e.PaymentID
+	case PaymentFailed:
+		o.payment, o.status = StatusFailed, StatusPaymentFailed
+	case InventoryReserved:
+		o.inventory = StatusCompleted
+	case InventoryReservationFailed:
+		o.inventory = StatusFailed
+	case PaymentRefunded:
+		o.payment, o.status = StatusRefunded, StatusCancelled
+	case EmailSent:
+		o.emailSent = true
+		if o.status == StatusPending {
+			o.status = StatusCompleted
+		}
+	}
+}
+
+// ID returns the order's id.
+func (o *Order) ID() OrderID { return o.id }
+
+// Version is the number of events on the order's stream.
+func (o *Order) Version() int { return o.version }
+
+// Exists reports whether the order has been placed.
+func (o *Order) Exists() bool { return o.version > 0 }
+
+// CustomerName returns the name the order was placed under.
+func (o *Order) CustomerName() string { return o.customerName }
+
+// CustomerEmail returns the customer's address; orders placed through the seed's API have none.
+func (o *Order) CustomerEmail() string { return o.customerEmail }
+
+// Items returns a copy of the order's lines.
+func (o *Order) Items() []Item { return append([]Item(nil), o.items...) }
+
+// TotalCents is the amount to charge.
+func (o *Order) TotalCents() int64 { return o.totalCents }
+
+// PaymentID is the gateway's id of the charge, once the order is paid.
+func (o *Order) PaymentID() string { return o.paymentID }
+
+// Status is the value of the seed's order_status column.
+func (o *Order) Status() string { return o.status }
+
+// NextStep says which stage must act on the order next, or StepNone when it is finished.
+func (o *Order) NextStep() Step {
+	switch {
+	case !o.Exists():
+		return StepNone
+	case o.payment == StatusPending:
+		return StepPayment
+	case o.payment == StatusCompleted && o.inventory == StatusPending:
+		return StepInventory
+	case o.payment == StatusCompleted && o.inventory == StatusFailed:
+		return StepRefund
+	case !o.emailSent:
+		return StepEmail
+	}
+	return StepNone
+}
+
+// Placement is what a customer asks for. Unit prices are filled in from the catalogue
+// before Place is called.
+type Placement struct {
+	CustomerName  string
+	CustomerEmail string
+	Items         []Item
+}
+
+// Validate checks a placement without prices, naming the first offending field.
+func (p Placement) Validate() error {
+	name := strings.TrimSpace(p.CustomerName)
+	switch {
+	case name == "":
+		return Invalid("customerName", "is required")
+	case utf8.RuneCountInString(name) > MaxCustomerNameLen:
+		return Invalid("customerName", "is longer than %d characters", MaxCustomerNameLen)
+	case !utf8.ValidString(name) || strings.ContainsAny(name, "\r\n\x00"):
+		return Invalid("customerName", "contains invalid characters")
+	}
+	if p.CustomerEmail != "" {
+		if len(p.CustomerEmail) > MaxEmailLen {
+			return Invalid("customerEmail", "is longer than %d characters", MaxEmailLen)
+		}
+		// ASCII only: a non-ASCII address needs SMTPUTF8, which mail servers may not offer.
+		if a, err := mail.ParseAddress(p.CustomerEmail); err != nil || a.Address != p.CustomerEmail || !isASCII(p.CustomerEmail) {
+			return Invalid("customerEmail", "is not a valid email address")
+		}
+	}
+	if len(p.Items) > MaxItems {
+		return Invalid("items", "has more than %d lines", MaxItems)
+	}
+	seen := make(map[string]bool, len(p.Items))
+	for i, it := range p.Items {
+		field := fmt.Sprintf("items[%d]", i)
+		switch {
+		case strings.TrimSpace(it.SKU) == "":
+			return Invalid(field+".sku", "is required")
+		case len(it.SKU) > MaxSKULen:
+			return Invalid(field+".sku", "is longer than %d characters", MaxSKULen)
+		case seen[it.SKU]:
+			return Invalid(field+".sku", "%q appears more than once", it.SKU)
+		case it.Quantity < 1:
+			return Invalid(field+".quantity", "must be at least 1")
+		case it.Quantity > MaxQuantity:
+			return Invalid(field+".quantity", "must be at most %d", MaxQuantity)
+		case it.UnitPriceCents < 0:
+			return Invalid(field+".unitPriceCents", "must not be negative")
+		}
+		seen[it.SKU] = true
+	}
+	return nil
+}
+
+// Place decides the first event of a new order's stream.
+func Place(p Placement) ([]Event, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	var total int64
+	for _, it := range p.Items {
+		total += int64(it.Quantity) * it.UnitPriceCents
+	}
+	return []Event{OrderPlaced{
+		CustomerName:  strings.TrimSpace(p.CustomerName),
+		CustomerEmail: p.CustomerEmail,
+		Items:         append([]Item{}, p.Items...),
+		TotalCents:    total,
+	}}, nil
+}
+
+// PaymentOutcome is what the payment gateway answered to a charge.
+type PaymentOutcome struct {
+	Approved  bool
+	PaymentID string
+	Reason    string
+}
+
+// Pay records the outcome of charging the order's total.
+func (o *Order) Pay(out PaymentOutcome) ([]Event, error) {
+	if o.NextStep() != StepPayment {
+		return nil, ErrStepNotDue
+	}
+	if !out.Approved {
+		return []Event{PaymentFailed{Reason: out.Reason}}, nil
+	}
+	return []Event{PaymentCompleted{PaymentID: out.PaymentID, AmountCents: o.totalCents}}, nil
+}
+
+// ReservationOutcome says whether every item could be taken from stock, and if not, why.
+type ReservationOutcome struct {
+	Reserved bool
+	Reason   string
+}
+
+// Reserve records the outcome of reserving the order's items. An order with no items (as
+// the seed's are) reserves nothing and passes.
+func (o *Order) Reserve(out ReservationOutcome) ([]Event, error) {
+	if o.NextStep() != StepInventory {
+		return nil, ErrStepNotDue
+	}
+	if !out.Reserved && len(o.items) > 0 {
+		return []Event{InventoryReservationFailed{Reason: out.Reason}}, nil
+	}
+	return []Event{InventoryReserved{Items: o.Items()}}, nil
+}
+
+// Refund records the refund that compensates a failed reservation.
+func (o *Order) Refund(refundID string) ([]Event, error) {
+	if o.NextStep() != StepRefund {
+		return nil, ErrStepNotDue
+	}
+	return []Event{PaymentRefunded{RefundID: refundID, AmountCents: o.totalCents}}, nil
+}
+
+// EmailTemplate says which notification the order's current state calls for.
+func (o *Order) EmailTemplate() string {
+	switch o.status {
+	case StatusPaymentFailed:
+		return TemplatePaymentFailed
+	case StatusCancelled:
+		return TemplateCancelled
+	}
+	return TemplateConfirmation
+}
+
+// RecordEmail records that the notification for the order's outcome went to `to`.
+func (o *Order) RecordEmail(to, messageID string) ([]Event, error) {
+	if o.NextStep() != StepEmail {
+		return nil, ErrStepNotDue
+	}
+	return []Event{EmailSent{To: to, MessageID: messageID, Template: o.EmailTemplate()}}, nil
+}
+
+// Terminal reports whether the order has reached one of its end states.
+func (o *Order) Terminal() bool {
+	return o.status == StatusCompleted || o.status == StatusPaymentFailed || o.status == StatusCancelled
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}

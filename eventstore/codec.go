@@ -1,0 +1,93 @@
+package eventstore
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"orderd/domain"
+)
+
+// schemas lists, per event type, the schema version this release writes and a constructor
+// for its payload. Bump a version when a payload's shape changes, and add an upcaster below
+// that turns the old shape into the new one: live code and replay then see one shape only.
+var schemas = map[string]struct {
+	version int
+	decode  func(json.RawMessage) (domain.Event, error)
+}{
+	domain.TypeOrderPlaced:                {2, decodeAs[domain.OrderPlaced]},
+	domain.TypePaymentCompleted:           {1, decodeAs[domain.PaymentCompleted]},
+	domain.TypePaymentFailed:              {1, decodeAs[domain.PaymentFailed]},
+	domain.TypeInventoryReserved:          {1, decodeAs[domain.InventoryReserved]},
+	domain.TypeInventoryReservationFailed: {1, decodeAs[domain.InventoryReservationFailed]},
+	domain.TypePaymentRefunded:            {1, decodeAs[domain.PaymentRefunded]},
+	domain.TypeEmailSent:                  {1, decodeAs[domain.EmailSent]},
+}
+
+// upcasters turn a payload of (type, version) into the payload of (type, version+1).
+var upcasters = map[string]map[int]func(json.RawMessage) (json.RawMessage, error){
+	domain.TypeOrderPlaced: {1: upcastOrderPlacedV1},
+}
+
+// upcastOrderPlacedV1 reads the first release's OrderPlaced, which carried only the seed's
+// fields in snake case: {"customer_name": "...", "customer_email": "..."}. Such orders had no
+// items and nothing to charge.
+func upcastOrderPlacedV1(b json.RawMessage) (json.RawMessage, error) {
+	var v1 struct {
+		CustomerName  string `json:"customer_name"`
+		CustomerEmail string `json:"customer_email"`
+	}
+	if err := json.Unmarshal(b, &v1); err != nil {
+		return nil, err
+	}
+	return json.Marshal(domain.OrderPlaced{CustomerName: v1.CustomerName, CustomerEmail: v1.CustomerEmail, Items: []domain.Item{}})
+}
+
+func decodeAs[T domain.Event](b json.RawMessage) (domain.Event, error) {
+	var e T
+	err := json.Unmarshal(b, &e)
+	return e, err
+}
+
+// encodeEvent returns the type, schema version and JSON payload to store for e.
+func encodeEvent(e domain.Event) (string, int, []byte, error) {
+	s, ok := schemas[e.EventType()]
+	if !ok {
+		return "", 0, nil, fmt.Errorf("encode event: unknown type %q", e.EventType())
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return "", 0, nil, fmt.Errorf("encode %s: %w", e.EventType(), err)
+	}
+	return e.EventType(), s.version, b, nil
+}
+
+// decodeEvent decodes a stored or received payload, upcasting it first if it was written in
+// an older schema. Unknown types and undecodable payloads are KindInvalid errors.
+func decodeEvent(typ string, version int, payload []byte) (domain.Event, error) {
+	s, ok := schemas[typ]
+	if !ok {
+		return nil, domain.Invalid("type", "unknown event type %q", typ)
+	}
+	if version == 0 {
+		version = s.version
+	}
+	if version > s.version {
+		return nil, domain.Invalid("schemaVersion", "%s version %d is newer than this release understands (%d)", typ, version, s.version)
+	}
+	b := json.RawMessage(payload)
+	for ; version < s.version; version++ {
+		up, ok := upcasters[typ][version]
+		if !ok {
+			return nil, domain.Invalid("schemaVersion", "no upcaster for %s version %d", typ, version)
+		}
+		var err error
+		if b, err = up(b); err != nil {
+			return nil, domain.Invalid("data", "upcast %s v%d: %v", typ, version, err)
+		}
+	}
+	e, err := s.decode(b)
+	if err != nil {
+		return nil, domain.Invalid("data", "is not a valid %s payload: %v", typ, err)
+	}
+	return e, nil
+}

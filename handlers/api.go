@@ -1,0 +1,306 @@
+// Package handlers is the HTTP API: one routes function lists it, each handler decodes,
+// calls the use case, and encodes; errors.go maps errors to statuses in one place.
+package handlers
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	ghandlers "github.com/gorilla/handlers"
+	"github.com/gorilla/mux"
+
+	"orderd/domain"
+	"orderd/eventstore"
+	"orderd/ordering"
+	"orderd/projections"
+)
+
+// MaxBodyBytes bounds a request body; a real order is a few hundred bytes.
+const MaxBodyBytes = 64 << 10
+
+// HealthCheck reports, per dependency, whether it answers (nil) or why not.
+type HealthCheck func(ctx context.Context) map[string]error
+
+// API serves the HTTP API.
+type API struct {
+	placer  *ordering.Placer
+	orders  *projections.Reader
+	store   *eventstore.Store
+	health  HealthCheck
+	origins []string
+	log     *slog.Logger
+}
+
+// Config lists the API's dependencies.
+type Config struct {
+	Placer         *ordering.Placer
+	Orders         *projections.Reader
+	Store          *eventstore.Store
+	Health         HealthCheck
+	AllowedOrigins []string // CORS; "*" allows any origin
+	Log            *slog.Logger
+}
+
+// New returns the API.
+func New(c Config) (*API, error) {
+	if c.Placer == nil || c.Orders == nil || c.Store == nil || c.Health == nil || c.Log == nil {
+		return nil, errors.New("handlers: New needs a placer, an orders reader, a store, a health check and a logger")
+	}
+	return &API{placer: c.Placer, orders: c.Orders, store: c.Store, health: c.Health, origins: c.AllowedOrigins, log: c.Log}, nil
+}
+
+// Handler returns the whole HTTP API.
+func (a *API) Handler() http.Handler {
+	r := mux.NewRouter()
+	r.HandleFunc("/orders", a.postOrder).Methods(http.MethodPost)
+	r.HandleFunc("/place-order", a.placeOrderSeed).Methods(http.MethodPost)
+	r.HandleFunc("/orders/{id}", a.getOrder).Methods(http.MethodGet)
+	r.HandleFunc("/orders/{id}/events", a.getEvents).Methods(http.MethodGet)
+	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		a.writeError(w, req, &httpError{status: http.StatusNotFound, code: "not_found", message: "no such endpoint: " + req.URL.Path})
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		a.writeError(w, req, &httpError{status: http.StatusMethodNotAllowed, code: "method_not_allowed", message: req.Method + " is not allowed on " + req.URL.Path})
+	})
+	// The seed's shop front end is served from another origin, so the API answers CORS
+	// preflights for the configured origins.
+	cors := ghandlers.CORS(
+		ghandlers.AllowedOrigins(a.origins),
+		ghandlers.AllowedMethods([]string{http.MethodGet, http.MethodPost, http.MethodOptions}),
+		ghandlers.AllowedHeaders([]string{"Content-Type", "Idempotency-Key", "X-Request-ID"}),
+		ghandlers.ExposedHeaders([]string{"Location", "X-Request-ID"}),
+	)
+	return cors(r)
+}
+
+// orderRequest is the body of POST /orders.
+type orderRequest struct {
+	CustomerName  *string       `json:"customerName"`
+	CustomerEmail *string       `json:"customerEmail"`
+	Items         []itemRequest `json:"items"`
+}
+
+type itemRequest struct {
+	SKU      string `json:"sku"`
+	Quantity int    `json:"quantity"`
+}
+
+// orderAccepted is the answer to POST /orders.
+type orderAccepted struct {
+	OrderID domain.OrderID    `json:"orderId"`
+	Status  string            `json:"status"`
+	Links   map[string]string `json:"links"`
+}
+
+func (a *API) postOrder(w http.ResponseWriter, r *http.Request) {
+	body, err := readJSONBody(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	var req orderRequest
+	if err := decodeStrict(body, &req); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	p, err := req.placement()
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	id, created, err := a.place(r, p, body)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	self := fmt.Sprintf("/orders/%d", id)
+	w.Header().Set("Location", self)
+	if !created {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, http.StatusAccepted, orderAccepted{OrderID: id, Status: domain.StatusPending,
+		Links: map[string]string{"self": self, "events": self + "/events"}})
+}
+
+func (req orderRequest) placement() (domain.Placement, error) {
+	switch {
+	case req.CustomerName == nil:
+		return domain.Placement{}, domain.Invalid("customerName", "is required")
+	case req.CustomerEmail == nil || *req.CustomerEmail == "":
+		return domain.Placement{}, domain.Invalid("customerEmail", "is required")
+	case len(req.Items) == 0:
+		return domain.Placement{}, domain.Invalid("items", "must list at least one item")
+	}
+	items := make([]domain.Item, len(req.Items))
+	for i, it := range req.Items {
+		items[i] = domain.Item{SKU: it.SKU, Quantity: it.Quantity}
+	}
+	return domain.Placement{CustomerName: *req.CustomerName, CustomerEmail: *req.CustomerEmail, Items: items}, nil
+}
+
+// seedRequest is the body of the seed's POST /place-order.
+type seedRequest struct {
+	CustomerName *string `json:"customerName"`
+}
+
+func (a *API) placeOrderSeed(w http.ResponseWriter, r *http.Request) {
+	body, err := readJSONBody(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	var req seedRequest
+	if err := decodeStrict(body, &req); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if req.CustomerName == nil {
+		a.writeError(w, r, domain.Invalid("customerName", "is required"))
+		return
+	}
+	id, _, err := a.place(r, domain.Placement{CustomerName: *req.CustomerName}, body)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"message": "Order placed successfully", "orderId": id})
+}
+
+func (a *API) place(r *http.Request, p domain.Placement, body []byte) (domain.OrderID, bool, error) {
+	key := strings.TrimSpace(r.Header.Get("Idempotency-Key"))
+	if len(key) > 255 {
+		return 0, false, domain.Invalid("Idempotency-Key", "is longer than 255 characters")
+	}
+	sum := sha256.Sum256(append([]byte(r.URL.Path+"\n"), body...))
+	return a.placer.Place(r.Context(), ordering.PlaceRequest{
+		Placement: p, IdempotencyKey: key, RequestHash: hex.EncodeToString(sum[:]), CorrelationID: correlationID(r),
+	})
+}
+
+func (a *API) getOrder(w http.ResponseWriter, r *http.Request) {
+	id, err := orderID(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	row, err := a.orders.Order(r.Context(), id)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, orderView(row))
+}
+
+// orderView is GET /orders/{id}: the seed's columns under their own names, then the rest.
+func orderView(r projections.OrderRow) map[string]any {
+	return map[string]any{
+		"order_id": r.OrderID, "customer_name": r.CustomerName, "order_status": r.OrderStatus,
+		"payment_status": r.PaymentStatus, "inventory_status": r.InventoryStatus, "email_sent": r.EmailSent,
+		"customer_email": r.CustomerEmail, "items": r.Items, "total_cents": r.TotalCents,
+		"failure_reason": r.FailureReason, "version": r.Version,
+		"placed_at": r.PlacedAt, "updated_at": r.UpdatedAt,
+		"links": map[string]string{"events": fmt.Sprintf("/orders/%d/events", r.OrderID)},
+	}
+}
+
+func (a *API) getEvents(w http.ResponseWriter, r *http.Request) {
+	id, err := orderID(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	recs, _, err := a.store.Load(r.Context(), id)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if len(recs) == 0 {
+		a.writeError(w, r, domain.NotFound("order %d does not exist", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"orderId": id, "events": recs})
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	checks := map[string]string{}
+	status := http.StatusOK
+	for name, err := range a.health(ctx) {
+		checks[name] = "ok"
+		if err != nil {
+			checks[name], status = err.Error(), http.StatusServiceUnavailable
+		}
+	}
+	writeJSON(w, status, map[string]any{"status": map[bool]string{true: "ok", false: "unavailable"}[status == http.StatusOK], "checks": checks})
+}
+
+func orderID(r *http.Request) (domain.OrderID, error) {
+	n, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 32)
+	if err != nil || n <= 0 {
+		return 0, domain.Invalid("id", "must be a positive integer order id")
+	}
+	return domain.OrderID(n), nil
+}
+
+// correlationID takes the caller's request id, so their logs and ours line up, or makes one.
+func correlationID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-ID"); id != "" && len(id) <= 100 {
+		return id
+	}
+	return rand.Text()
+}
+
+// readJSONBody checks the content type and reads a bounded body.
+func readJSONBody(r *http.Request) ([]byte, error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return nil, &httpError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", field: "Content-Type", message: "must be application/json"}
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	if err != nil {
+		return nil, &httpError{status: http.StatusBadRequest, code: "invalid", field: "body", message: "could not be read: " + err.Error()}
+	}
+	if len(body) > MaxBodyBytes {
+		return nil, &httpError{status: http.StatusRequestEntityTooLarge, code: "too_large", field: "body", message: fmt.Sprintf("is larger than %d bytes", MaxBodyBytes)}
+	}
+	return body, nil
+}
+
+// decodeStrict decodes exactly one JSON object, refusing unknown fields, and names the
+// offending field in its error where it can.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te):
+			return domain.Invalid(te.Field, "must be a JSON %s", te.Type.Kind())
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return domain.Invalid(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), "is not a known field")
+		case errors.Is(err, io.EOF):
+			return domain.Invalid("body", "is empty")
+		}
+		return domain.Invalid("body", "is not valid JSON: %v", err)
+	}
+	if dec.More() {
+		return domain.Invalid("body", "must hold a single JSON object")
+	}
+	return nil
+}
+
+func jsonEncode(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }

@@ -1,0 +1,95 @@
+package handlers
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/go-sql-driver/mysql"
+
+	"orderd/domain"
+)
+
+// errorBody is the JSON every error answer carries.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+// writeError is the one place that turns an error into an HTTP status. Only server-side
+// failures (5xx) are logged: a client's mistake is the client's to read in the answer.
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := statusOf(err)
+	detail := errorDetail{Code: code, Message: err.Error()}
+	var de *domain.Error
+	var he *httpError
+	switch {
+	case errors.As(err, &de):
+		detail.Field, detail.Message = de.Field, de.Message
+	case errors.As(err, &he):
+		detail.Field = he.field
+	}
+	if status >= 500 {
+		a.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
+		if status == http.StatusInternalServerError {
+			detail.Message = "internal error; it has been logged"
+		}
+	}
+	writeJSON(w, status, errorBody{Error: detail})
+}
+
+func statusOf(err error) (int, string) {
+	if unavailable(err) {
+		return http.StatusServiceUnavailable, "unavailable"
+	}
+	switch domain.ErrorKind(err) {
+	case domain.KindInvalid:
+		return http.StatusBadRequest, "invalid"
+	case domain.KindNotFound:
+		return http.StatusNotFound, "not_found"
+	case domain.KindConflict:
+		return http.StatusConflict, "conflict"
+	case domain.KindUnavailable:
+		return http.StatusServiceUnavailable, "unavailable"
+	}
+	var he *httpError
+	if errors.As(err, &he) {
+		return he.status, he.code
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+// unavailable reports whether err means the database could not be reached, which the
+// client should retry later (503), rather than a bug (500).
+func unavailable(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) ||
+		errors.Is(err, context.DeadlineExceeded)
+}
+
+// httpError is a transport-level refusal (wrong content type, body too large) that has no
+// domain kind.
+type httpError struct {
+	status  int
+	code    string
+	field   string
+	message string
+}
+
+func (e *httpError) Error() string { return e.message }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if err := jsonEncode(w, v); err != nil {
+		slog.Default().Warn("write response", "error", err)
+	}
+}

@@ -1,0 +1,161 @@
+package ordering
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"orderd/domain"
+	"orderd/eventstore"
+	"orderd/mail"
+	"orderd/payment"
+)
+
+// Stages runs the three stages of an order's path. Each stage is given the event that
+// triggered it (as received from its queue), reloads the order from the log — the log, not
+// the message, is the truth — and lets the domain decide. A trigger whose step was already
+// taken is a redelivery and changes nothing.
+type Stages struct {
+	store    *eventstore.Store
+	catalog  *Catalog
+	gateway  payment.Gateway
+	mailer   mail.Sender
+	mailFrom string
+	log      *slog.Logger
+}
+
+// StagesConfig lists the stages' dependencies.
+type StagesConfig struct {
+	Store    *eventstore.Store
+	Catalog  *Catalog
+	Gateway  payment.Gateway
+	Mailer   mail.Sender
+	MailFrom string // the shop's address: sender of every email, recipient when the order has none
+	Log      *slog.Logger
+}
+
+// NewStages returns the stages.
+func NewStages(c StagesConfig) (*Stages, error) {
+	if c.Store == nil || c.Catalog == nil || c.Gateway == nil || c.Mailer == nil || c.Log == nil || c.MailFrom == "" {
+		return nil, errors.New("ordering: NewStages needs a store, catalogue, gateway, mailer, mail-from address and logger")
+	}
+	return &Stages{store: c.Store, catalog: c.Catalog, gateway: c.Gateway, mailer: c.Mailer, mailFrom: c.MailFrom, log: c.Log}, nil
+}
+
+// Which event types each stage accepts; anything else on its queue is a poisoned message.
+var (
+	paymentTriggers   = []string{domain.TypeOrderPlaced, domain.TypeInventoryReservationFailed}
+	inventoryTriggers = []string{domain.TypePaymentCompleted}
+	emailTriggers     = []string{domain.TypeInventoryReserved, domain.TypePaymentFailed, domain.TypePaymentRefunded}
+)
+
+// Payment charges a placed order, or refunds one whose reservation failed.
+func (s *Stages) Payment(ctx context.Context, trigger eventstore.Record) error {
+	return s.run(ctx, "payment", trigger, paymentTriggers, func(ctx context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+		key := eventstore.EventID(o.ID(), o.Version())
+		switch o.NextStep() {
+		case domain.StepPayment:
+			res, err := s.gateway.Charge(ctx, payment.ChargeRequest{OrderID: int64(o.ID()), AmountCents: o.TotalCents(), IdempotencyKey: key})
+			if err != nil {
+				return nil, domain.Unavailable("payment gateway: %v", err)
+			}
+			return o.Pay(domain.PaymentOutcome{Approved: res.Approved, PaymentID: res.PaymentID, Reason: res.Reason})
+		case domain.StepRefund:
+			id, err := s.gateway.Refund(ctx, payment.RefundRequest{OrderID: int64(o.ID()), PaymentID: o.PaymentID(), AmountCents: o.TotalCents(), IdempotencyKey: key})
+			if err != nil {
+				return nil, domain.Unavailable("payment gateway: %v", err)
+			}
+			return o.Refund(id)
+		}
+		return nil, domain.ErrStepNotDue
+	}, false)
+}
+
+// Inventory reserves a paid order's items; the stock change commits with the event.
+func (s *Stages) Inventory(ctx context.Context, trigger eventstore.Record) error {
+	return s.run(ctx, "inventory", trigger, inventoryTriggers, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+		if o.NextStep() != domain.StepInventory {
+			return nil, domain.ErrStepNotDue
+		}
+		out, err := s.catalog.Reserve(ctx, tx, o.Items())
+		if err != nil {
+			return nil, err
+		}
+		return o.Reserve(out)
+	}, true)
+}
+
+// Email tells the customer how their order ended. The mail goes out before EmailSent is
+// appended, so a crash in between sends it again: at least once, with a Message-ID derived
+// from the order's stream so the copies are recognisably the same email.
+func (s *Stages) Email(ctx context.Context, trigger eventstore.Record) error {
+	return s.run(ctx, "email", trigger, emailTriggers, func(ctx context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+		if o.NextStep() != domain.StepEmail {
+			return nil, domain.ErrStepNotDue
+		}
+		m := s.compose(o)
+		if err := s.mailer.Send(ctx, m); err != nil {
+			if mail.IsPermanent(err) {
+				return nil, domain.Invalid("email", "rejected by the mail server: %v", err)
+			}
+			return nil, domain.Unavailable("send email: %v", err)
+		}
+		return o.RecordEmail(m.To, m.MessageID)
+	}, false)
+}
+
+func (s *Stages) compose(o *domain.Order) mail.Message {
+	to := o.CustomerEmail()
+	if to == "" {
+		to = s.mailFrom // orders placed through the seed's API carry no address: notify the shop
+	}
+	var subject, body strings.Builder
+	switch o.EmailTemplate() {
+	case domain.TemplatePaymentFailed:
+		fmt.Fprintf(&subject, "Order %d: payment declined", o.ID())
+		fmt.Fprintf(&body, "Hello %s,\n\nwe could not take the payment for order %d, so it was not placed.\n", o.CustomerName(), o.ID())
+	case domain.TemplateCancelled:
+		fmt.Fprintf(&subject, "Order %d cancelled", o.ID())
+		fmt.Fprintf(&body, "Hello %s,\n\norder %d was cancelled because an item is out of stock. Your payment has been refunded.\n", o.CustomerName(), o.ID())
+	default:
+		fmt.Fprintf(&subject, "Order %d confirmed", o.ID())
+		fmt.Fprintf(&body, "Hello %s,\n\nthank you for order %d.\n\n", o.CustomerName(), o.ID())
+		for _, it := range o.Items() {
+			fmt.Fprintf(&body, "  %d x %s  %s\n", it.Quantity, it.SKU, money(int64(it.Quantity)*it.UnitPriceCents))
+		}
+		fmt.Fprintf(&body, "\nTotal: %s\n", money(o.TotalCents()))
+	}
+	return mail.Message{
+		To: to, From: s.mailFrom, Subject: subject.String(), Body: body.String(),
+		MessageID: fmt.Sprintf("<order-%d-v%d@orderd>", o.ID(), o.Version()),
+	}
+}
+
+func money(cents int64) string { return fmt.Sprintf("%d.%02d", cents/100, cents%100) }
+
+// run checks the trigger's type and lets decide act on the order. A step that is not due
+// is a redelivery: it is logged and acknowledged.
+func (s *Stages) run(ctx context.Context, stage string, trigger eventstore.Record, accepts []string, decide eventstore.DecideTx, inTx bool) error {
+	if !slices.Contains(accepts, trigger.Type) {
+		return domain.Invalid("type", "the %s stage does not handle %s events", stage, trigger.Type)
+	}
+	md := eventstore.Metadata{CorrelationID: trigger.Metadata.CorrelationID, CausationID: trigger.EventID()}
+	var err error
+	if inTx {
+		_, err = s.store.UpdateTx(ctx, trigger.StreamID, md, decide)
+	} else {
+		_, err = s.store.Update(ctx, trigger.StreamID, md, func(o *domain.Order) ([]domain.Event, error) { return decide(ctx, nil, o) })
+	}
+	if errors.Is(err, domain.ErrStepNotDue) {
+		s.log.DebugContext(ctx, "step not due; redelivery ignored", "stage", stage, "order_id", trigger.StreamID, "event_id", trigger.EventID())
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s stage, order %d: %w", stage, trigger.StreamID, err)
+	}
+	return nil
+}

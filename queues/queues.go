@@ -1,0 +1,167 @@
+// Package queues sets up the SQS side: the AWS configuration, the three stage queues with
+// their dead-letter queues, and Watermill publishers and subscribers over them.
+package queues
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsqs "github.com/ThreeDotsLabs/watermill-aws/sqs"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+)
+
+// The seed's queue names; a deployment's QUEUE_PREFIX goes in front of each.
+const (
+	PaymentQueue   = "PaymentStatusQueue"
+	InventoryQueue = "InventoryStatusQueue"
+	EmailQueue     = "EmailNotificationQueue"
+)
+
+// DLQSuffix names a queue's dead-letter queue.
+const DLQSuffix = "-DLQ"
+
+// Config says where SQS is and how queues behave.
+type Config struct {
+	// Endpoint is an SQS-compatible endpoint (the goaws emulator); empty means real AWS
+	// with the default credential chain.
+	Endpoint string
+	Region   string
+	Prefix   string
+	// VisibilityTimeout is how long a received message stays hidden before SQS hands it out
+	// again; it must outlast a handler's retries.
+	VisibilityTimeout time.Duration
+	// MaxReceiveCount is how many receives a message gets before SQS moves it to the DLQ.
+	MaxReceiveCount int
+}
+
+// Name returns the prefixed name of queue.
+func (c Config) Name(queue string) string { return c.Prefix + queue }
+
+// All returns the prefixed names of the three stage queues.
+func (c Config) All() []string {
+	return []string{c.Name(PaymentQueue), c.Name(InventoryQueue), c.Name(EmailQueue)}
+}
+
+// AWSConfig builds the AWS SDK configuration: static dummy credentials against an emulator,
+// the default credential chain against AWS.
+func AWSConfig(ctx context.Context, c Config) (aws.Config, error) {
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(c.Region)}
+	if c.Endpoint != "" {
+		opts = append(opts, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("local", "local", "")))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("load AWS config: %w", err)
+	}
+	return cfg, nil
+}
+
+// NewClient returns an SQS client for c.
+func NewClient(awsCfg aws.Config, c Config) *sqs.Client {
+	return sqs.NewFromConfig(awsCfg, endpointOpts(c)...)
+}
+
+func endpointOpts(c Config) []func(*sqs.Options) {
+	if c.Endpoint == "" {
+		return nil
+	}
+	return []func(*sqs.Options){func(o *sqs.Options) { o.BaseEndpoint = aws.String(c.Endpoint) }}
+}
+
+// Ensure creates the stage queues and their dead-letter queues if they are missing.
+// CreateQueue is idempotent for equal attributes. Dead-letter queues come first because a
+// RedrivePolicy must name an existing queue's ARN.
+func Ensure(ctx context.Context, client *sqs.Client, c Config) error {
+	for _, q := range c.All() {
+		dlqURL, err := create(ctx, client, q+DLQSuffix, map[string]string{"MessageRetentionPeriod": "1209600"})
+		if err != nil {
+			return err
+		}
+		attrs, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+			QueueUrl: aws.String(dlqURL), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
+		})
+		if err != nil {
+			return fmt.Errorf("read ARN of %s: %w", q+DLQSuffix, err)
+		}
+		// The policy goes in as one JSON attribute: the separate DeadLetterTargetArn and
+		// MaxReceiveCount fields of watermill-aws's QueueConfigAttributes produce invalid input.
+		policy, err := json.Marshal(map[string]string{
+			"deadLetterTargetArn": attrs.Attributes[string(types.QueueAttributeNameQueueArn)],
+			"maxReceiveCount":     strconv.Itoa(c.MaxReceiveCount),
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := create(ctx, client, q, map[string]string{
+			"RedrivePolicy":     string(policy),
+			"VisibilityTimeout": strconv.Itoa(int(c.VisibilityTimeout.Seconds())),
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func create(ctx context.Context, client *sqs.Client, name string, attrs map[string]string) (string, error) {
+	out, err := client.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
+	if err != nil {
+		return "", fmt.Errorf("create queue %s: %w", name, err)
+	}
+	return aws.ToString(out.QueueUrl), nil
+}
+
+// NewPublisher returns a Watermill publisher whose topics are queue names. Queues are never
+// created on publish: Ensure made them, and goaws answers a missing queue in a way
+// watermill-aws cannot handle.
+func NewPublisher(awsCfg aws.Config, c Config, log *slog.Logger) (*wsqs.Publisher, error) {
+	pub, err := wsqs.NewPublisher(wsqs.PublisherConfig{
+		AWSConfig:                   awsCfg,
+		OptFns:                      endpointOpts(c),
+		DoNotCreateQueueIfNotExists: true,
+		Marshaler:                   wsqs.DefaultMarshalerUnmarshaler{},
+	}, watermill.NewSlogLogger(log)) // a nil logger makes the first Publish panic
+	if err != nil {
+		return nil, fmt.Errorf("new SQS publisher: %w", err)
+	}
+	return pub, nil
+}
+
+// NewSubscriber returns a Watermill subscriber whose topics are queue names. It receives one
+// message per call: goaws occasionally sends batches the SDK cannot decode.
+func NewSubscriber(awsCfg aws.Config, c Config, log *slog.Logger) (*wsqs.Subscriber, error) {
+	sub, err := wsqs.NewSubscriber(wsqs.SubscriberConfig{
+		AWSConfig:                   awsCfg,
+		OptFns:                      endpointOpts(c),
+		DoNotCreateQueueIfNotExists: true,
+		ReconnectRetrySleep:         time.Second,
+		GenerateReceiveMessageInput: func(ctx context.Context, queueURL wsqs.QueueURL) (*sqs.ReceiveMessageInput, error) {
+			return &sqs.ReceiveMessageInput{
+				QueueUrl:              aws.String(string(queueURL)),
+				MessageAttributeNames: []string{"All"},
+				WaitTimeSeconds:       10,
+				MaxNumberOfMessages:   1,
+			}, nil
+		},
+	}, watermill.NewSlogLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("new SQS subscriber: %w", err)
+	}
+	return sub, nil
+}
+
+// Ping checks that SQS answers and the payment queue exists.
+func Ping(ctx context.Context, client *sqs.Client, c Config) error {
+	if _, err := client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(c.Name(PaymentQueue))}); err != nil {
+		return fmt.Errorf("SQS: %w", err)
+	}
+	return nil
+}

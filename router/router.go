@@ -1,0 +1,144 @@
+// Package router routes events between the stages: which queue receives which event
+// (Route), and the Watermill router whose handlers feed each queue's messages to its stage.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"orderd/domain"
+	"orderd/eventstore"
+	"orderd/outbox"
+	"orderd/queues"
+)
+
+// Route returns the outbox route of the order flow: each event goes to the queue of the stage
+// that acts on it next. EmailSent ends the path and goes nowhere.
+func Route(q queues.Config) outbox.Route {
+	byType := map[string]string{
+		domain.TypeOrderPlaced:                q.Name(queues.PaymentQueue),
+		domain.TypeInventoryReservationFailed: q.Name(queues.PaymentQueue), // refund
+		domain.TypePaymentCompleted:           q.Name(queues.InventoryQueue),
+		domain.TypeInventoryReserved:          q.Name(queues.EmailQueue),
+		domain.TypePaymentFailed:              q.Name(queues.EmailQueue),
+		domain.TypePaymentRefunded:            q.Name(queues.EmailQueue),
+	}
+	return func(t string) string { return byType[t] }
+}
+
+// StageFunc is a stage as the router calls it.
+type StageFunc func(ctx context.Context, trigger eventstore.Record) error
+
+// Stage is one stage the router feeds.
+type Stage struct {
+	// Name is the base of the Watermill handler names ("<name>-<n>"); it must never change
+	// once shipped, as handler names identify consumers.
+	Name  string
+	Queue string // unprefixed queue name
+	Run   StageFunc
+}
+
+// Config tunes the router.
+type Config struct {
+	Queues queues.Config
+	// Consumers is how many handlers consume each queue: watermill-aws receives one
+	// message at a time per subscription, so concurrency comes from several handlers.
+	Consumers int
+	// HandlerTimeout bounds one attempt; it must be well under the visibility timeout.
+	HandlerTimeout time.Duration
+	// Retries is how often a failing message is retried in process before it is nacked
+	// (and comes back after the visibility timeout).
+	Retries int
+}
+
+// New returns a Watermill router that feeds each stage from its queue. Messages that can
+// never succeed (malformed, unknown order, unexpected event, a panic) go to the queue's
+// dead-letter queue with the reason in the message attributes; transient failures are
+// retried briefly, then nacked so SQS redelivers them, and after MaxReceiveCount receives
+// SQS's redrive policy moves them to the same dead-letter queue.
+func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, log *slog.Logger, stages ...Stage) (*message.Router, error) {
+	if sub == nil || dlqPub == nil || log == nil {
+		return nil, errors.New("router: New needs a subscriber, a publisher and a logger")
+	}
+	if cfg.Consumers < 1 {
+		return nil, fmt.Errorf("router: consumers per queue must be at least 1, got %d", cfg.Consumers)
+	}
+	wlog := watermill.NewSlogLogger(log)
+	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	retry := middleware.Retry{
+		MaxRetries:      cfg.Retries,
+		InitialInterval: 50 * time.Millisecond,
+		MaxInterval:     time.Second,
+		Multiplier:      2,
+		ShouldRetry:     func(p middleware.RetryParams) bool { return !IsPermanent(p.Err) },
+		Logger:          wlog,
+	}
+	for _, st := range stages {
+		if st.Run == nil {
+			return nil, fmt.Errorf("router: stage %s has no function", st.Name)
+		}
+		queue := cfg.Queues.Name(st.Queue)
+		poison, err := middleware.PoisonQueueWithFilter(nonEmptyMetadata{dlqPub}, queue+queues.DLQSuffix, IsPermanent)
+		if err != nil {
+			return nil, fmt.Errorf("router: %w", err)
+		}
+		for i := 1; i <= cfg.Consumers; i++ {
+			h := r.AddNoPublisherHandler(fmt.Sprintf("%s-%d", st.Name, i), queue, sub, handle(st.Run))
+			// Outermost first: dead-letter what retries cannot fix; retry what they can;
+			// bound each attempt; turn panics into errors.
+			h.AddMiddleware(poison, retry.Middleware, middleware.Timeout(cfg.HandlerTimeout), middleware.Recoverer)
+		}
+	}
+	return r, nil
+}
+
+// handle adapts a stage to a Watermill handler: decode the message, run the stage.
+func handle(run StageFunc) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		rec, err := eventstore.DecodeMessage(msg.Payload)
+		if err != nil {
+			return err
+		}
+		return run(msg.Context(), rec)
+	}
+}
+
+// IsPermanent reports whether err is one that no retry can fix, so the message must be
+// dead-lettered: bad input (a malformed message, an event the stage does not expect), an
+// order that does not exist, or a panic (a bug).
+func IsPermanent(err error) bool {
+	var p middleware.RecoveredPanicError
+	switch {
+	case errors.As(err, &p):
+		return true
+	case errors.Is(err, context.DeadlineExceeded):
+		return false
+	}
+	k := domain.ErrorKind(err)
+	return k == domain.KindInvalid || k == domain.KindNotFound
+}
+
+// nonEmptyMetadata drops empty metadata before publishing: each entry becomes an SQS
+// message attribute, and SQS refuses an attribute with an empty value.
+type nonEmptyMetadata struct{ message.Publisher }
+
+func (p nonEmptyMetadata) Publish(topic string, msgs ...*message.Message) error {
+	for _, m := range msgs {
+		for k, v := range m.Metadata {
+			if v == "" {
+				delete(m.Metadata, k)
+			}
+		}
+	}
+	return p.Publisher.Publish(topic, msgs...)
+}
