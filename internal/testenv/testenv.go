@@ -1,0 +1,132 @@
+// Package testenv gives integration tests their own real resources: a fresh MariaDB/MySQL
+// database with the migrations applied (dropped afterwards), a queue prefix of their own on
+// the SQS emulator, and the Mailpit endpoints. `make test` starts the services and sets the
+// environment; without it the tests fail and say so (or skip under -short).
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"orderd/migrations"
+)
+
+// Env is the environment of one integration test.
+type Env struct {
+	DB          *sql.DB
+	DSN         string // names the test's own database
+	DBName      string
+	SQSEndpoint string
+	QueuePrefix string
+	SMTPAddr    string
+	MailpitURL  string
+}
+
+// Require returns the variable's value, or fails the test (skips it under -short) with a
+// message saying how to run it.
+func Require(t testing.TB, key string) string {
+	t.Helper()
+	v := os.Getenv(key)
+	if v == "" {
+		if testing.Short() {
+			t.Skipf("%s not set: integration test skipped in -short mode", key)
+		}
+		t.Fatalf("%s is not set: run the integration tests with `make test`, which starts MariaDB, goaws and Mailpit and sets it", key)
+	}
+	return v
+}
+
+// ID returns a short random identifier for naming a test's resources.
+func ID() string { return strings.ToLower(rand.Text()[:10]) }
+
+// New creates a database named after the test, applies the migrations and returns the
+// environment. Everything it creates is dropped when the test ends.
+func New(t testing.TB) *Env {
+	t.Helper()
+	server := Require(t, "TEST_MYSQL_DSN")
+	id := ID()
+	mc, err := mysql.ParseDSN(server)
+	if err != nil {
+		t.Fatalf("TEST_MYSQL_DSN: %v", err)
+	}
+	mc.DBName = ""
+	admin, err := sql.Open("mysql", mc.FormatDSN())
+	if err != nil {
+		t.Fatalf("open MySQL: %v", err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	env := &Env{DBName: "orderd_test_" + id, QueuePrefix: "t" + id + "-"}
+	ctx := context.Background()
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+env.DBName); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+env.DBName); err != nil {
+			t.Errorf("drop test database %s: %v", env.DBName, err)
+		}
+	})
+	mc.DBName, mc.ParseTime, mc.Loc, mc.InterpolateParams = env.DBName, true, time.UTC, true
+	env.DSN = mc.FormatDSN()
+	if env.DB, err = sql.Open("mysql", env.DSN); err != nil {
+		t.Fatalf("open test database: %v", err)
+	}
+	env.DB.SetMaxOpenConns(32)
+	t.Cleanup(func() { env.DB.Close() })
+	if _, err := migrations.Apply(ctx, env.DB); err != nil {
+		t.Fatalf("migrate test database: %v", err)
+	}
+	return env
+}
+
+// WithMessaging also requires the SQS emulator and Mailpit.
+func (e *Env) WithMessaging(t testing.TB) *Env {
+	t.Helper()
+	e.SQSEndpoint = Require(t, "SQS_ENDPOINT")
+	e.SMTPAddr = Require(t, "SMTP_ADDR")
+	e.MailpitURL = Require(t, "MAILPIT_URL")
+	return e
+}
+
+// MustExec runs a statement on the test database or fails the test.
+func (e *Env) MustExec(t testing.TB, query string, args ...any) sql.Result {
+	t.Helper()
+	res, err := e.DB.Exec(query, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return res
+}
+
+// Count returns the result of a COUNT(*)-style query.
+func (e *Env) Count(t testing.TB, query string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := e.DB.QueryRow(query, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+// Getenv returns a getenv function for orderd's configuration pointing at this
+// environment, with overrides.
+func (e *Env) Getenv(overrides map[string]string) func(string) string {
+	m := map[string]string{
+		"MYSQL_DSN":    e.DSN,
+		"SQS_ENDPOINT": e.SQSEndpoint,
+		"QUEUE_PREFIX": e.QueuePrefix,
+		"SMTP_ADDR":    e.SMTPAddr,
+		"HTTP_ADDR":    "127.0.0.1:0",
+		"AWS_REGION":   "us-east-1",
+	}
+	for k, v := range overrides {
+		m[k] = v
+	}
+	return func(k string) string { return m[k] }
+}
