@@ -3,6 +3,7 @@ package eventstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -165,12 +166,46 @@ type Decide func(o *domain.Order) ([]domain.Event, error)
 type DecideTx func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error)
 
 // Update loads the order, lets decide choose what happens, and appends the result. decide
-// runs outside any transaction, so it may call slow services (a payment gateway) without
-// holding locks. On a lost race it reloads and decides again.
+// runs outside any transaction, so it may call slow services (a payment gateway, SMTP)
+// without holding row locks; instead the whole load-decide-append holds the order's named
+// lock, so a trigger delivered twice at once (SQS does that) performs decide's side effect
+// once: the second holder reloads after the first appended and finds nothing due. The lock is
+// MySQL's own and dies with its connection, so a crashed holder never strands the order.
 func (s *Store) Update(ctx context.Context, id domain.OrderID, md Metadata, decide Decide) ([]Record, error) {
+	release, err := s.lockOrder(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	return s.update(ctx, id, md, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
 		return decide(o)
 	}, false)
+}
+
+// orderLockWait bounds how long Update waits for another holder of the order's lock.
+const orderLockWait = 10
+
+func (s *Store) lockOrder(ctx context.Context, id domain.OrderID) (func(), error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lock order %d: %w", id, err)
+	}
+	name := fmt.Sprintf("orderd.order.%d", id)
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, ?)`, name, orderLockWait).Scan(&got); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("lock order %d: %w", id, err)
+	}
+	if got.Int64 != 1 {
+		conn.Close()
+		return nil, domain.Unavailable("order %d is being handled elsewhere for more than %d s", id, orderLockWait)
+	}
+	return func() {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(?)`, name); err != nil {
+			conn.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // drop the connection, and the lock with it
+		}
+		conn.Close()
+	}, nil
 }
 
 // UpdateTx is Update with decide running inside the append transaction, so that its own

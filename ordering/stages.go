@@ -91,7 +91,7 @@ func (s *Stages) Inventory(ctx context.Context, trigger eventstore.Record) error
 
 // Email tells the customer how their order ended. The mail goes out before EmailSent is
 // appended, so a crash in between sends it again: at least once, with a Message-ID derived
-// from the order's stream so the copies are recognisably the same email.
+// from the order's stream and version so the copies are recognisably the same email.
 func (s *Stages) Email(ctx context.Context, trigger eventstore.Record) error {
 	return s.run(ctx, "email", trigger, emailTriggers, func(ctx context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
 		if o.NextStep() != domain.StepEmail {
@@ -131,8 +131,15 @@ func (s *Stages) compose(o *domain.Order) mail.Message {
 	}
 	return mail.Message{
 		To: to, From: s.mailFrom, Subject: subject.String(), Body: body.String(),
-		MessageID: fmt.Sprintf("<order-%d-v%d@orderd>", o.ID(), o.Version()),
+		MessageID: fmt.Sprintf("<order-%d-v%d@%s>", o.ID(), o.Version(), s.mailDomain()),
 	}
+}
+
+// mailDomain is the right-hand side of Message-IDs: the shop's own domain, so that ids from
+// different shops (or test runs) sharing a mail server never collide.
+func (s *Stages) mailDomain() string {
+	_, domain, _ := strings.Cut(s.mailFrom, "@")
+	return domain
 }
 
 func money(cents int64) string { return fmt.Sprintf("%d.%02d", cents/100, cents%100) }

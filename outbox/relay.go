@@ -24,8 +24,10 @@ const (
 type RelayConfig struct {
 	// Batch is how many outbox rows one pass claims (default 100).
 	Batch int
-	// Workers is how many passes run at once in this process (default 2); several
-	// processes may run relays too: rows are claimed with SKIP LOCKED.
+	// Workers is how many passes run at once in this process (default 1: a pass already
+	// publishes in parallel, and two passes' DELETEs can deadlock on a small outbox, since
+	// InnoDB's semi-consistent read spares UPDATE but not DELETE). Several processes may
+	// run relays too: rows are claimed with SKIP LOCKED, and a rare deadlock is retried.
 	Workers int
 	// PollInterval is how often an idle worker looks for rows written by other processes
 	// (default 200 ms); appends in this process wake it at once through Kick.
@@ -39,7 +41,7 @@ func (c *RelayConfig) setDefaults() {
 		c.Batch = 100
 	}
 	if c.Workers <= 0 {
-		c.Workers = 2
+		c.Workers = 1
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = 200 * time.Millisecond

@@ -20,6 +20,7 @@ import (
 
 // Env is the environment of one integration test.
 type Env struct {
+	ID          string // random, unique to this test: use it to name anything shared
 	DB          *sql.DB
 	DSN         string // names the test's own database
 	DBName      string
@@ -62,7 +63,7 @@ func New(t testing.TB) *Env {
 		t.Fatalf("open MySQL: %v", err)
 	}
 	t.Cleanup(func() { admin.Close() })
-	env := &Env{DBName: "orderd_test_" + id, QueuePrefix: "t" + id + "-"}
+	env := &Env{ID: id, DBName: "orderd_test_" + id, QueuePrefix: "t" + id + "-"}
 	ctx := context.Background()
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+env.DBName); err != nil {
 		t.Fatalf("create test database: %v", err)
