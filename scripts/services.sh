@@ -107,8 +107,9 @@ install_tool() {
 	mkdir -p "$BIN_DIR" "$RUN_DIR"
 	log="$RUN_DIR/$name-build.log"
 	err "$name: building $pkg@$version into .bin/ (first time only; mailpit takes a few minutes)"
-	# Outside any module's requirements: `go install pkg@version` ignores our go.mod.
-	if ! GOBIN="$BIN_DIR" GOFLAGS= go_cmd install "$pkg@$version" >"$log" 2>&1; then
+	# `go install pkg@version` ignores our go.mod; GOFLAGS is cleared so that e.g. a
+	# -mod=vendor meant for this project does not break it.
+	if ! GOBIN="$BIN_DIR" GOFLAGS='' go_cmd install "$pkg@$version" >"$log" 2>&1; then
 		cat "$log" >&2
 		die "$name: go install $pkg@$version failed (log: $log)"
 	fi
@@ -221,17 +222,20 @@ mysql_start() {
 	local mysqld="$1" log="$RUN_DIR/mysql-start.log"
 	mkdir -p "$RUN_DIR"
 	[[ "$(id -u)" == 0 ]] || die "mysql: $mysqld is installed but not running; start it, e.g. sudo service mariadb start"
-	# The init script is the proper way where it works; containers without an init system
-	# often lack it or have it fail, so fall back to starting the daemon directly
-	# (it drops to the `mysql` user given in my.cnf).
+	# Start the daemon directly first: containers without an init system often lack a
+	# working init script (Debian's checks liveness with credentials from
+	# /etc/mysql/debian.cnf, and reports a healthy server "not responding" without it).
+	# mariadbd drops to the `mysql` user given in my.cnf; it needs /run/mysqld for its
+	# socket and pid file. start-stop-daemon detaches it into its own session.
+	if command -v start-stop-daemon >/dev/null 2>&1; then
+		install -d -o mysql -g mysql /run/mysqld 2>/dev/null || mkdir -p /run/mysqld
+		start-stop-daemon --start --oknodo --background --exec "$mysqld" >>"$log" 2>&1 || true
+		wait_for 20 tcp_open "$MYSQL_PORT" && return 0
+	fi
 	if command -v service >/dev/null 2>&1 && [[ -x /etc/init.d/mariadb || -x /etc/init.d/mysql ]]; then
 		local svc=mariadb
 		[[ -x /etc/init.d/mariadb ]] || svc=mysql
 		timeout 60 service "$svc" start >>"$log" 2>&1 || true
-	fi
-	if ! wait_for 5 mysql_answers && command -v start-stop-daemon >/dev/null 2>&1; then
-		install -d -o mysql -g mysql /run/mysqld 2>/dev/null || mkdir -p /run/mysqld
-		start-stop-daemon --start --oknodo --background --exec "$mysqld" >>"$log" 2>&1 || true
 	fi
 }
 

@@ -420,3 +420,40 @@ func checkDependsOnHealthy(t *testing.T, from string, s types.ServiceConfig, ser
 		}
 	}
 }
+
+// .env.example documents every configuration key, and only those, with values that
+// loadConfig accepts.
+func TestEnvExample(t *testing.T) {
+	const name = ".env.example"
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, value, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Errorf("%s:%d: %q is not KEY=value", name, i+1, line)
+			continue
+		}
+		if len(value) >= 2 && (value[0] == '\'' || value[0] == '"') && value[len(value)-1] == value[0] {
+			value = value[1 : len(value)-1]
+		}
+		if !slices.Contains(configKeys, key) && !slices.Contains(awsSDKKeys, key) {
+			t.Errorf("%s:%d: %s is not an orderd configuration key", name, i+1, key)
+		}
+		env[key] = value
+	}
+	for _, key := range configKeys {
+		if _, ok := env[key]; !ok {
+			t.Errorf("%s does not document %s", name, key)
+		}
+	}
+	if _, err := loadConfig(func(key string) string { return env[key] }); err != nil {
+		t.Errorf("loadConfig rejects the values in %s: %v", name, err)
+	}
+}
