@@ -50,8 +50,9 @@ func (w *Writer) AfterAppend(ctx context.Context, tx *sql.Tx, _, appended []even
 	if len(ph) == 0 {
 		return nil
 	}
+	// A row may already be there when the sweeper re-drives an event the relay has not sent yet.
 	_, err := tx.ExecContext(ctx, `INSERT INTO outbox (position, queue, event_id, event_type, correlation_id, body, created_at) VALUES `+
-		strings.Join(ph, ", "), args...)
+		strings.Join(ph, ", ")+` ON DUPLICATE KEY UPDATE position = position`, args...)
 	if err != nil {
 		return fmt.Errorf("outbox: insert: %w", err)
 	}

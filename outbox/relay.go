@@ -34,6 +34,9 @@ type RelayConfig struct {
 	PollInterval time.Duration
 	// Parallel bounds the concurrent publishes within one pass (default 8).
 	Parallel int
+	// Recover, if set, runs after a failed pass before the next try: e.g. re-creating queues
+	// that a restarted SQS emulator lost.
+	Recover func(context.Context) error
 }
 
 func (c *RelayConfig) setDefaults() {
@@ -100,6 +103,11 @@ func (r *Relay) work(ctx context.Context) {
 		case err != nil && ctx.Err() == nil:
 			r.log.Warn("relay pass failed; retrying", "error", err, "retry_in", backoff)
 			sleep(ctx, backoff)
+			if r.cfg.Recover != nil {
+				if err := r.cfg.Recover(ctx); err != nil && ctx.Err() == nil {
+					r.log.Warn("relay recovery failed", "error", err)
+				}
+			}
 			backoff = min(backoff*2, 5*time.Second)
 			continue
 		case n == r.cfg.Batch:

@@ -28,7 +28,7 @@ var allComponents = []string{componentAPI, componentPayment, componentInventory,
 // environment.
 var configKeys = []string{
 	"MYSQL_DSN", "SQS_ENDPOINT", "AWS_REGION", "QUEUE_PREFIX", "HTTP_ADDR", "SMTP_ADDR", "MAIL_FROM",
-	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "CONSUMERS_PER_QUEUE", "PAYMENT_DECLINE_ABOVE_CENTS",
+	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "CONSUMERS_PER_QUEUE", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
 }
 
 // config is the whole configuration, read once at start.
@@ -44,6 +44,7 @@ type config struct {
 	Components        []string
 	ConsumersPerQueue int
 	DeclineAboveCents int64
+	RedriveAfter      time.Duration // an unfinished order unchanged this long is driven again
 
 	// Not configurable from the environment: fixed by the design, named here so that the
 	// relationships between them are visible in one place.
@@ -83,6 +84,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.DeclineAboveCents, err = strconv.ParseInt(get("PAYMENT_DECLINE_ABOVE_CENTS", "100000"), 10, 64); err != nil || c.DeclineAboveCents < 0 {
 		return config{}, fmt.Errorf("PAYMENT_DECLINE_ABOVE_CENTS: must be a non-negative whole number of cents, got %q", getenv("PAYMENT_DECLINE_ABOVE_CENTS"))
+	}
+	if c.RedriveAfter, err = time.ParseDuration(get("REDRIVE_AFTER", "30s")); err != nil || c.RedriveAfter < time.Second {
+		return config{}, fmt.Errorf("REDRIVE_AFTER: must be a duration of at least 1s (e.g. 30s, 2m), got %q", getenv("REDRIVE_AFTER"))
 	}
 	return c, c.validate()
 }

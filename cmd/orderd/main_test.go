@@ -179,21 +179,17 @@ var pipelineCases = []pipelineCase{
 		events: "OrderPlaced,PaymentCompleted,InventoryReservationFailed,PaymentRefunded,EmailSent", status: "cancelled", payment: "refunded", inventory: "failed"},
 }
 
-// TestPipelineEndToEnd places orders over HTTP through both endpoints and follows every one
-// through payment, inventory and email over real SQS (goaws), MariaDB and SMTP (Mailpit),
-// then rebuilds the projection with `orderd replay` and checks it is unchanged.
-func TestPipelineEndToEnd(t *testing.T) {
-	env := testenv.New(t).WithMessaging(t)
-	mailDomain := env.ID + ".example"
-	srv := startOrderd(t, env, map[string]string{"MAIL_FROM": "orders@" + mailDomain, "PAYMENT_DECLINE_ABOVE_CENTS": "100000"})
+// placed is an order the tests placed, and what it must become.
+type placed struct {
+	id    int
+	c     pipelineCase
+	email string
+}
 
-	stockBefore := stock(t, env)
-	const perCase = 44 // 5 cases × 44 = 220 orders
-	type placed struct {
-		id    int
-		c     pipelineCase
-		email string
-	}
+// placeOrders places n orders over HTTP from 8 clients, cycling through pipelineCases, and
+// calls progress after each (with the count so far) so a test can break something mid-load.
+func placeOrders(t *testing.T, baseURL, mailDomain string, n int, progress func(done int)) []placed {
+	t.Helper()
 	var mu sync.Mutex
 	var orders []placed
 	var wg sync.WaitGroup
@@ -203,40 +199,21 @@ func TestPipelineEndToEnd(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				c := pipelineCases[i%len(pipelineCases)]
-				name := fmt.Sprintf("Customer %d", i)
-				var p placed
-				if c.seed {
-					code, body := postJSON(t, srv.URL+"/place-order", fmt.Sprintf(`{"customerName":%q}`, name))
-					var got struct {
-						Message string `json:"message"`
-						OrderID int    `json:"orderId"`
-					}
-					if err := json.Unmarshal(body, &got); code != 200 || err != nil || got.Message != "Order placed successfully" || got.OrderID <= 0 {
-						t.Errorf("POST /place-order: %d %s", code, body)
-						continue
-					}
-					p = placed{id: got.OrderID, c: c, email: "orders@" + mailDomain}
-				} else {
-					email := fmt.Sprintf("customer-%d@%s", i, mailDomain)
-					code, body := postJSON(t, srv.URL+"/orders", fmt.Sprintf(`{"customerName":%q,"customerEmail":%q,"items":%s}`, name, email, c.items))
-					var got struct {
-						OrderID int               `json:"orderId"`
-						Links   map[string]string `json:"links"`
-					}
-					if err := json.Unmarshal(body, &got); code != 202 || err != nil || got.Links["self"] != fmt.Sprintf("/orders/%d", got.OrderID) {
-						t.Errorf("POST /orders: %d %s", code, body)
-						continue
-					}
-					p = placed{id: got.OrderID, c: c, email: email}
+				p, ok := placeOne(t, baseURL, mailDomain, i)
+				if !ok {
+					continue
 				}
 				mu.Lock()
 				orders = append(orders, p)
+				done := len(orders)
 				mu.Unlock()
+				if progress != nil {
+					progress(done)
+				}
 			}
 		}()
 	}
-	for i := 0; i < perCase*len(pipelineCases); i++ {
+	for i := 0; i < n; i++ {
 		work <- i
 	}
 	close(work)
@@ -244,14 +221,52 @@ func TestPipelineEndToEnd(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	n := len(orders)
+	return orders
+}
 
-	waitFor(t, 90*time.Second, fmt.Sprintf("%d orders to finish", n), func() (bool, string) {
+func placeOne(t *testing.T, baseURL, mailDomain string, i int) (placed, bool) {
+	c := pipelineCases[i%len(pipelineCases)]
+	name := fmt.Sprintf("Customer %d", i)
+	if c.seed {
+		code, body := postJSON(t, baseURL+"/place-order", fmt.Sprintf(`{"customerName":%q}`, name))
+		var got struct {
+			Message string `json:"message"`
+			OrderID int    `json:"orderId"`
+		}
+		if err := json.Unmarshal(body, &got); code != 200 || err != nil || got.Message != "Order placed successfully" || got.OrderID <= 0 {
+			t.Errorf("POST /place-order: %d %s", code, body)
+			return placed{}, false
+		}
+		return placed{id: got.OrderID, c: c, email: "orders@" + mailDomain}, true
+	}
+	email := fmt.Sprintf("customer-%d@%s", i, mailDomain)
+	code, body := postJSON(t, baseURL+"/orders", fmt.Sprintf(`{"customerName":%q,"customerEmail":%q,"items":%s}`, name, email, c.items))
+	var got struct {
+		OrderID int               `json:"orderId"`
+		Links   map[string]string `json:"links"`
+	}
+	if err := json.Unmarshal(body, &got); code != 202 || err != nil || got.Links["self"] != fmt.Sprintf("/orders/%d", got.OrderID) {
+		t.Errorf("POST /orders: %d %s", code, body)
+		return placed{}, false
+	}
+	return placed{id: got.OrderID, c: c, email: email}, true
+}
+
+// waitFinished waits until every order has reached its end state and sent its email.
+func waitFinished(t *testing.T, env *testenv.Env, n int, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, fmt.Sprintf("%d orders to finish", n), func() (bool, string) {
 		done := env.Count(t, `SELECT COUNT(*) FROM orders WHERE email_sent = 1 AND order_status IN ('completed','payment_failed','cancelled')`)
 		return done == n, fmt.Sprintf("%d of %d finished", done, n)
 	})
+}
 
-	// Every order: its whole stream, exactly once each and in order, and its projected row.
+// checkOrders checks every order's whole stream (each event once, in order), its projected
+// row, the stock moved by exactly what was reserved, and exactly one email per order to the
+// right address. It returns the number of events and emails it checked.
+func checkOrders(t *testing.T, env *testenv.Env, orders []placed, stockBefore map[string][2]int, mailDomain string) (events, emails int) {
+	t.Helper()
+	n := len(orders)
 	streams := map[int]string{}
 	rows, err := env.DB.Query(`SELECT stream_id, GROUP_CONCAT(event_type ORDER BY version SEPARATOR ',') FROM events GROUP BY stream_id`)
 	if err != nil {
@@ -296,8 +311,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	}
 
 	// One email per order, to the right address, naming the order.
-	mp := mailpit.New(env.MailpitURL)
-	msgs, err := mp.Search(context.Background(), "message-id:@"+mailDomain)
+	msgs, err := mailpit.New(env.MailpitURL).Search(context.Background(), "message-id:@"+mailDomain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,6 +324,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	}
 	want := map[string]placed{}
 	for _, o := range orders {
+		// The email is decided at the version before EmailSent: one less than the event count.
 		want[fmt.Sprintf("order-%d-v%d@%s", o.id, strings.Count(o.c.events, ","), mailDomain)] = o
 	}
 	for _, m := range msgs {
@@ -322,6 +337,23 @@ func TestPipelineEndToEnd(t *testing.T) {
 			t.Errorf("email %s: to %v subject %q, want to %s about order %d", m.MessageID, m.To, m.Subject, o.email, o.id)
 		}
 	}
+	return env.Count(t, `SELECT COUNT(*) FROM events`), len(msgs)
+}
+
+// TestPipelineEndToEnd places orders over HTTP through both endpoints and follows every one
+// through payment, inventory and email over real SQS (goaws), MariaDB and SMTP (Mailpit),
+// then rebuilds the projection with `orderd replay` and checks it is unchanged.
+func TestPipelineEndToEnd(t *testing.T) {
+	env := testenv.New(t).WithMessaging(t)
+	mailDomain := env.ID + ".example"
+	srv := startOrderd(t, env, map[string]string{"MAIL_FROM": "orders@" + mailDomain, "PAYMENT_DECLINE_ABOVE_CENTS": "100000"})
+
+	stockBefore := stock(t, env)
+	const perCase = 44 // 5 cases × 44 = 220 orders
+	orders := placeOrders(t, srv.URL, mailDomain, perCase*len(pipelineCases), nil)
+	n := len(orders)
+	waitFinished(t, env, n, 90*time.Second)
+	events, emails := checkOrders(t, env, orders, stockBefore, mailDomain)
 
 	// Everything relayed: the outbox is empty.
 	if left := env.Count(t, `SELECT COUNT(*) FROM outbox`); left != 0 {
@@ -356,8 +388,8 @@ func TestPipelineEndToEnd(t *testing.T) {
 			t.Errorf("replay changed a row:\n before %s\n after  %s", before[i], after[i])
 		}
 	}
-	t.Logf("checked %d orders (%d per path: %s), %d events, %d emails; replay: %s", n, perCase,
-		"seed, two paid paths, declined, out of stock", env.Count(t, `SELECT COUNT(*) FROM events`), len(msgs), strings.TrimSpace(out.String()))
+	t.Logf("checked %d orders (%d per path: seed, two paid paths, declined, out of stock), %d events, %d emails; %s",
+		n, perCase, events, emails, strings.TrimSpace(out.String()))
 }
 
 // stock returns available and reserved per SKU.

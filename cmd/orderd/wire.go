@@ -109,6 +109,7 @@ type service struct {
 	db      *sql.DB
 	store   *eventstore.Store
 	relay   *outbox.Relay
+	sweeper *outbox.Sweeper
 	router  *message.Router
 	http    *http.Server
 	closers []func() error
@@ -157,10 +158,14 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 		return nil, err
 	}
 	if cfg.runs(componentRelay) {
-		if s.relay, err = outbox.NewRelay(s.db, pub, log, outbox.RelayConfig{}); err != nil {
+		recreate := func(ctx context.Context) error { return queues.Ensure(ctx, sqsClient, qcfg) }
+		if s.relay, err = outbox.NewRelay(s.db, pub, log, outbox.RelayConfig{Recover: recreate}); err != nil {
 			return nil, err
 		}
 		s.store.OnCommit(s.relay.Kick)
+		if s.sweeper, err = outbox.NewSweeper(s.db, s.store, writer, log, outbox.SweeperConfig{StuckAfter: cfg.RedriveAfter}); err != nil {
+			return nil, err
+		}
 	}
 	catalog, err := ordering.NewCatalog(s.db)
 	if err != nil {
@@ -254,6 +259,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	if s.relay != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = s.relay.Run(runCtx) }()
+		wg.Add(1)
+		go func() { defer wg.Done(); s.sweeper.Run(runCtx) }()
 	}
 	if s.router != nil {
 		go func() { errc <- s.router.Run(runCtx) }()
