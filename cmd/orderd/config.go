@@ -29,6 +29,7 @@ var allComponents = []string{componentAPI, componentPayment, componentInventory,
 var configKeys = []string{
 	"MYSQL_DSN", "SQS_ENDPOINT", "AWS_REGION", "QUEUE_PREFIX", "HTTP_ADDR", "SMTP_ADDR", "MAIL_FROM",
 	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "CONSUMERS_PER_QUEUE", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
+	"PPROF_ADDR",
 }
 
 // config is the whole configuration, read once at start.
@@ -45,6 +46,7 @@ type config struct {
 	ConsumersPerQueue int
 	DeclineAboveCents int64
 	RedriveAfter      time.Duration // an unfinished order unchanged this long is driven again
+	PprofAddr         string        // where to serve net/http/pprof; empty (the default) serves none
 
 	// Not configurable from the environment: fixed by the design, named here so that the
 	// relationships between them are visible in one place.
@@ -73,6 +75,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		MailFrom:          get("MAIL_FROM", "orders@shop.localhost"),
 		AllowedOrigins:    splitList(get("CORS_ALLOWED_ORIGINS", "*")),
 		Components:        splitList(get("ORDERD_COMPONENTS", strings.Join(allComponents, ","))),
+		PprofAddr:         get("PPROF_ADDR", ""),
 		VisibilityTimeout: 30 * time.Second,
 		HandlerTimeout:    5 * time.Second,
 		Retries:           3,
@@ -100,7 +103,10 @@ func (c config) validate() error {
 			return fmt.Errorf("SQS_ENDPOINT: must be an http(s) URL or empty for AWS, got %q", c.SQSEndpoint)
 		}
 	}
-	for _, hp := range []struct{ key, val string }{{"HTTP_ADDR", c.HTTPAddr}, {"SMTP_ADDR", c.SMTPAddr}} {
+	for _, hp := range []struct{ key, val string }{{"HTTP_ADDR", c.HTTPAddr}, {"SMTP_ADDR", c.SMTPAddr}, {"PPROF_ADDR", c.PprofAddr}} {
+		if hp.val == "" && hp.key == "PPROF_ADDR" {
+			continue
+		}
 		if _, port, err := net.SplitHostPort(hp.val); err != nil || port == "" {
 			return fmt.Errorf("%s: must be host:port, got %q", hp.key, hp.val)
 		}

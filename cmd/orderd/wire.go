@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // served only when PPROF_ADDR is set
 	"os"
 	"strings"
 	"sync"
@@ -279,6 +280,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		fmt.Fprintf(stdout, "orderd listening on http://%s (components: %s)\n", ln.Addr(), strings.Join(cfg.Components, ","))
 	} else {
 		fmt.Fprintf(stdout, "orderd running (components: %s)\n", strings.Join(cfg.Components, ","))
+	}
+	if cfg.PprofAddr != "" {
+		// Profiling on its own listener, never on the API's: it is for operators, not customers.
+		pprofSrv := &http.Server{Addr: cfg.PprofAddr, Handler: http.DefaultServeMux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { log.Info("pprof listening", "addr", cfg.PprofAddr, "error", pprofSrv.ListenAndServe()) }()
+		defer pprofSrv.Close()
 	}
 	log.Info("orderd started", "components", cfg.Components, "queue_prefix", cfg.QueuePrefix)
 
