@@ -191,7 +191,7 @@ type recordingHook struct {
 }
 
 type hookCall struct {
-	history, appended []eventstore.Record
+	history, appended     []eventstore.Record
 	seenInTx, seenOutside int
 }
 
@@ -282,7 +282,9 @@ func testCreate(t *testing.T, impl implementation) {
 }
 
 // failingHook fails every append (or only those whose appended records match).
-type failingHook struct{ match func([]eventstore.Record) bool }
+type failingHook struct {
+	match func([]eventstore.Record) bool
+}
 
 var errHook = errors.New("hook refused the append")
 
