@@ -148,9 +148,13 @@ func (b *bench) runOnce(ctx context.Context, s *system, n, round int, label stri
 		lost []int
 		err  error
 	}
+	var terminal chan int // only the serial mode waits for each order
+	if b.cfg.serial {
+		terminal = make(chan int, n)
+	}
 	done := make(chan waited, 1)
 	go func() {
-		lost, err := s.waiter.wait(ctx, orders, placed, &c)
+		lost, err := s.waiter.wait(ctx, orders, placed, terminal, &c)
 		done <- waited{lost, err}
 	}()
 	progCtx, stopProgress := context.WithCancel(ctx)
@@ -162,7 +166,12 @@ func (b *bench) runOnce(ctx context.Context, s *system, n, round int, label stri
 
 	p := *s.placer
 	p.name = fmt.Sprintf("loadgen-%s-r%d-", s.name, round)
-	placeAll(ctx, &p, orders, b.cfg.c, b.cfg.rate, placed, &c, &failureLog{w: b.stderr, label: label})
+	fails := &failureLog{w: b.stderr, label: label}
+	if b.cfg.serial {
+		placeSerial(ctx, &p, orders, placed, terminal, b.cfg.timeout, &c, fails)
+	} else {
+		placeAll(ctx, &p, orders, b.cfg.c, b.cfg.rate, placed, &c, fails)
+	}
 	close(placed)
 	w := <-done
 	stopProgress()

@@ -24,7 +24,7 @@ type config struct {
 	target               string
 	timeout, poll, pause time.Duration
 	httpTimeout          time.Duration
-	jsonOut              bool
+	jsonOut, serial      bool
 	sqsEndpoint          string
 
 	orderdURL, orderdPath, orderdDSN string
@@ -60,6 +60,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&cfg.n, "orders", 1000, "same as -n")
 	fs.IntVar(&cfg.c, "c", 16, "concurrent clients (in open-loop mode: most requests in flight)")
 	fs.Float64Var(&cfg.rate, "rate", 0, "light-load mode: place this many orders/s open-loop (0: closed loop with -c clients; -c 1 places one at a time)")
+	fs.BoolVar(&cfg.serial, "serial", false, "light-load mode: one order at a time end to end, each placed when the previous one is terminal")
 	fs.StringVar(&cfg.target, "target", "orderd", "system(s) to measure: orderd, peer or both (alternating peer, orderd each round)")
 	fs.IntVar(&cfg.rounds, "rounds", 1, "measured rounds per system")
 	fs.IntVar(&cfg.warmup, "warmup", 0, "orders placed per system before the first round, waited for and not measured")
@@ -126,6 +127,8 @@ func (cfg *config) validate() error {
 		return bad("-timeout must be positive")
 	case cfg.poll <= 0:
 		return bad("-poll must be positive")
+	case cfg.serial && cfg.rate > 0:
+		return bad("-serial and -rate are two different light-load modes: choose one")
 	case cfg.target != "orderd" && cfg.target != "peer" && cfg.target != "both":
 		return bad("-target must be orderd, peer or both, not %q", cfg.target)
 	}
@@ -147,6 +150,9 @@ func (cfg *config) wants(name string) bool { return cfg.target == name || cfg.ta
 
 // mode describes the load pattern for the report's header.
 func (cfg *config) mode() string {
+	if cfg.serial {
+		return "one order at a time end to end"
+	}
 	if cfg.rate > 0 {
 		return fmt.Sprintf("open loop at %g orders/s (at most %d in flight)", cfg.rate, cfg.c)
 	}

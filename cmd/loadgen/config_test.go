@@ -52,6 +52,7 @@ func TestParseConfigRejects(t *testing.T) {
 		{"-rounds", "0"},
 		{"-target", "seed"},
 		{"-timeout", "0s"},
+		{"-serial", "-rate", "5"},
 		{"-orderd-env", "NOEQUALS"},
 		{"-orderd-dsn", "not a dsn"},
 		{"-nosuchflag"},

@@ -4,6 +4,7 @@
 //
 //	go run ./cmd/loadgen -target both -n 2000 -c 16 -rounds 3 -warmup 200   # capacity
 //	go run ./cmd/loadgen -target both -n 600 -rate 20                       # light load
+//	go run ./cmd/loadgen -target both -n 200 -serial                        # one order at a time
 //	go run ./cmd/loadgen -target both -orderd-bin bin/orderd -url http://127.0.0.1:8080
 //
 // Orders go to POST /place-order with {"customerName": "..."} on both systems (orderd keeps

@@ -183,3 +183,36 @@ func placeAll(ctx context.Context, p *placer, orders []order, conc int, rate flo
 	}
 	wg.Wait()
 }
+
+// placeSerial places one order at a time end to end: each order is sent only once the previous
+// one has been seen terminal (its index arrives on terminal), so every order crosses an idle
+// system and its latency is the pipeline's own. It stops early if an order is not terminal
+// within timeout: waiting longer would only measure the loss, which the waiter reports.
+func placeSerial(ctx context.Context, p *placer, orders []order, placed chan<- int, terminal <-chan int, timeout time.Duration, c *counters, fails *failureLog) {
+	var w worker
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for i := range orders {
+		start := time.Now()
+		id, err := p.place(ctx, &w, i)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			fails.add(i, err)
+			c.failed.Add(1)
+			continue
+		}
+		orders[i].start, orders[i].placed, orders[i].id = start, time.Now(), id
+		c.placed.Add(1)
+		placed <- i
+		deadline.Reset(timeout)
+		select {
+		case <-ctx.Done():
+			return
+		case <-terminal:
+		case <-deadline.C:
+			return
+		}
+	}
+}

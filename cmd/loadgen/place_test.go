@@ -103,3 +103,37 @@ func TestPlaceAllOpenLoopCountsFromScheduledStart(t *testing.T) {
 		}
 	}
 }
+
+func TestPlaceSerialWaitsForEachOrderAndStopsAtALostOne(t *testing.T) {
+	srv, _ := seedLike(t, 0)
+	p := &placer{client: newClient(1, 5*time.Second), url: srv.URL}
+	orders := make([]order, 6)
+	placed := make(chan int, len(orders))
+	terminal := make(chan int, len(orders))
+	var finishedAt [6]time.Time
+	// A fake pipeline: each order finishes 5ms after it is placed, except the fourth, never.
+	go func() {
+		for i := range placed {
+			if i == 3 {
+				continue
+			}
+			time.Sleep(5 * time.Millisecond)
+			finishedAt[i] = time.Now()
+			terminal <- i
+		}
+	}()
+	var c counters
+	placeSerial(context.Background(), p, orders, placed, terminal, 100*time.Millisecond, &c, &failureLog{w: io.Discard})
+	close(placed)
+	if c.placed.Load() != 4 {
+		t.Fatalf("placed %d orders; want 4: three that finished and the lost one, then stop", c.placed.Load())
+	}
+	for i := 1; i < 4; i++ {
+		if orders[i].start.Before(finishedAt[i-1]) {
+			t.Errorf("order %d started %v before order %d finished", i, finishedAt[i-1].Sub(orders[i].start), i-1)
+		}
+	}
+	if !orders[4].placed.IsZero() {
+		t.Error("an order was placed after the lost one")
+	}
+}

@@ -66,8 +66,9 @@ func (w *waiter) check(ctx context.Context) error {
 // every one of them is terminal, or once every order still outstanding is overdue; it returns
 // those as lost. Each order's done time is the moment the poll that first saw it terminal was
 // sent: the row was committed before that statement's snapshot, so this errs late by at most
-// one poll interval.
-func (w *waiter) wait(ctx context.Context, orders []order, placed <-chan int, c *counters) (lost []int, err error) {
+// one poll interval. If notify is not nil, the index of each terminal order is sent on it; it
+// must have room for every order.
+func (w *waiter) wait(ctx context.Context, orders []order, placed <-chan int, notify chan<- int, c *counters) (lost []int, err error) {
 	w.queries, w.busy = 0, 0
 	var (
 		pending  []int                 // indexes of placed orders not yet seen terminal
@@ -119,7 +120,7 @@ func (w *waiter) wait(ctx context.Context, orders []order, placed <-chan int, c 
 		cycle := time.Now()
 		for lo := 0; lo < len(pending); lo += maxIDsPerQuery {
 			chunk := pending[lo:min(lo+maxIDsPerQuery, len(pending))]
-			if buf, err = w.poll(ctx, orders, chunk, byID, outcomes, buf, c); err != nil {
+			if buf, err = w.poll(ctx, orders, chunk, byID, outcomes, buf, notify, c); err != nil {
 				if ctx.Err() != nil {
 					return pending, ctx.Err()
 				}
@@ -161,7 +162,7 @@ func (w *waiter) wait(ctx context.Context, orders []order, placed <-chan int, c 
 // poll asks once which of the chunk's orders are terminal and marks them. The ids are written
 // into the statement rather than bound: they are integers we parsed, and a statement without
 // parameters is one round trip instead of the driver's prepare, execute and close.
-func (w *waiter) poll(ctx context.Context, orders []order, chunk []int, byID map[int64]int, outcomes map[string]string, buf []byte, c *counters) ([]byte, error) {
+func (w *waiter) poll(ctx context.Context, orders []order, chunk []int, byID map[int64]int, outcomes map[string]string, buf []byte, notify chan<- int, c *counters) ([]byte, error) {
 	buf = append(buf[:0], "SELECT order_id, "...)
 	buf = append(buf, w.q.outcome...)
 	buf = append(buf, " FROM "...)
@@ -204,6 +205,9 @@ func (w *waiter) poll(ctx context.Context, orders []order, chunk []int, byID map
 		}
 		orders[i].done, orders[i].outcome = sent, name
 		c.terminal.Add(1)
+		if notify != nil {
+			notify <- i
+		}
 	}
 	return buf, rows.Err()
 }
