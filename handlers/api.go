@@ -21,6 +21,7 @@ import (
 	ghandlers "github.com/gorilla/handlers"
 	"github.com/gorilla/mux"
 
+	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/ordering"
@@ -36,6 +37,7 @@ type HealthCheck func(ctx context.Context) map[string]error
 // API serves the HTTP API.
 type API struct {
 	placer  *ordering.Placer
+	dead    *deadletter.Log
 	orders  *projections.Reader
 	store   *eventstore.Store
 	health  HealthCheck
@@ -48,6 +50,7 @@ type Config struct {
 	Placer         *ordering.Placer
 	Orders         *projections.Reader
 	Store          *eventstore.Store
+	DeadLetters    *deadletter.Log
 	Health         HealthCheck
 	AllowedOrigins []string // CORS; "*" allows any origin
 	Log            *slog.Logger
@@ -55,10 +58,10 @@ type Config struct {
 
 // New returns the API.
 func New(c Config) (*API, error) {
-	if c.Placer == nil || c.Orders == nil || c.Store == nil || c.Health == nil || c.Log == nil {
-		return nil, errors.New("handlers: New needs a placer, an orders reader, a store, a health check and a logger")
+	if c.Placer == nil || c.Orders == nil || c.Store == nil || c.DeadLetters == nil || c.Health == nil || c.Log == nil {
+		return nil, errors.New("handlers: New needs a placer, an orders reader, a store, a dead-letter log, a health check and a logger")
 	}
-	return &API{placer: c.Placer, orders: c.Orders, store: c.Store, health: c.Health, origins: c.AllowedOrigins, log: c.Log}, nil
+	return &API{placer: c.Placer, orders: c.Orders, store: c.Store, dead: c.DeadLetters, health: c.Health, origins: c.AllowedOrigins, log: c.Log}, nil
 }
 
 // Handler returns the whole HTTP API.
@@ -201,12 +204,18 @@ func (a *API) getOrder(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, orderView(row))
+	stuck, err := a.dead.Stuck(r.Context(), id, row.Version)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, orderView(row, stuck))
 }
 
-// orderView is GET /orders/{id}: the seed's columns under their own names, then the rest.
-func orderView(r projections.OrderRow) map[string]any {
-	return map[string]any{
+// orderView is GET /orders/{id}: the seed's columns under their own names, then the rest,
+// and what holds the order if a message about it was dead-lettered.
+func orderView(r projections.OrderRow, stuck *deadletter.Letter) map[string]any {
+	v := map[string]any{
 		"order_id": r.OrderID, "customer_name": r.CustomerName, "order_status": r.OrderStatus,
 		"payment_status": r.PaymentStatus, "inventory_status": r.InventoryStatus, "email_sent": r.EmailSent,
 		"customer_email": r.CustomerEmail, "items": r.Items, "total_cents": r.TotalCents,
@@ -214,6 +223,11 @@ func orderView(r projections.OrderRow) map[string]any {
 		"placed_at": r.PlacedAt, "updated_at": r.UpdatedAt,
 		"links": map[string]string{"events": fmt.Sprintf("/orders/%d/events", r.OrderID)},
 	}
+	if stuck != nil {
+		v["stuck"] = map[string]any{"queue": stuck.Queue, "event": stuck.EventType, "eventId": stuck.EventID,
+			"reason": stuck.Reason, "since": stuck.DeadAt, "fix": "fix the cause, then run `orderd dlq redrive`"}
+	}
+	return v
 }
 
 func (a *API) getEvents(w http.ResponseWriter, r *http.Request) {

@@ -84,7 +84,9 @@ func (s *Sweeper) Run(ctx context.Context) {
 }
 
 // Sweep re-drives the orders that are unfinished and unchanged for StuckAfter, and returns
-// how many. It does nothing while another sweeper holds the sweep lock.
+// how many. Orders held by a dead-lettered message are left alone: retrying cannot fix what
+// put them there, and `orderd dlq redrive` sends them on once the cause is fixed. It does
+// nothing while another sweeper holds the sweep lock.
 func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
@@ -104,6 +106,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	rows, err := conn.QueryContext(ctx, `SELECT o.order_id FROM orders o
 		LEFT JOIN order_redrives r ON r.order_id = o.order_id
 		WHERE (o.order_status = ? OR o.email_sent = 0) AND o.updated_at < ? AND (r.redriven_at IS NULL OR r.redriven_at < ?)
+		  AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.order_id = o.order_id AND d.version = o.version)
 		ORDER BY o.updated_at LIMIT ?`,
 		domain.StatusPending, cutoff, cutoff, s.cfg.Batch)
 	if err != nil {

@@ -59,8 +59,8 @@ type Config struct {
 }
 
 // New returns a Watermill router that feeds each stage from its queue. Messages that can
-// never succeed (malformed, unknown order, unexpected event, a panic) go to the queue's
-// dead-letter queue with the reason in the message attributes; transient failures are
+// never succeed (malformed, unknown order, unexpected event, a panic) are handed to dlqPub
+// for the queue's dead-letter queue, with the reason in the metadata; transient failures are
 // retried briefly, then nacked so SQS redelivers them, and after MaxReceiveCount receives
 // SQS's redrive policy moves them to the same dead-letter queue.
 func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, log *slog.Logger, stages ...Stage) (*message.Router, error) {
@@ -88,7 +88,7 @@ func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, log *slog
 			return nil, fmt.Errorf("router: stage %s has no function", st.Name)
 		}
 		queue := cfg.Queues.Name(st.Queue)
-		poison, err := middleware.PoisonQueueWithFilter(nonEmptyMetadata{dlqPub}, queue+queues.DLQSuffix, IsPermanent)
+		poison, err := middleware.PoisonQueueWithFilter(dlqPub, queue+queues.DLQSuffix, IsPermanent)
 		if err != nil {
 			return nil, fmt.Errorf("router: %w", err)
 		}
@@ -126,19 +126,4 @@ func IsPermanent(err error) bool {
 	}
 	k := domain.ErrorKind(err)
 	return k == domain.KindInvalid || k == domain.KindNotFound
-}
-
-// nonEmptyMetadata drops empty metadata before publishing: each entry becomes an SQS
-// message attribute, and SQS refuses an attribute with an empty value.
-type nonEmptyMetadata struct{ message.Publisher }
-
-func (p nonEmptyMetadata) Publish(topic string, msgs ...*message.Message) error {
-	for _, m := range msgs {
-		for k, v := range m.Metadata {
-			if v == "" {
-				delete(m.Metadata, k)
-			}
-		}
-	}
-	return p.Publisher.Publish(topic, msgs...)
 }

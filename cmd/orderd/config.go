@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"orderd/queues"
 )
 
 // Components that `orderd serve` can run; by default all of them, in one process.
@@ -128,6 +130,12 @@ func (c config) validate() error {
 		}
 	}
 	return nil
+}
+
+// queues returns the SQS side of the configuration.
+func (c config) queues() queues.Config {
+	return queues.Config{Endpoint: c.SQSEndpoint, Region: c.AWSRegion, Prefix: c.QueuePrefix,
+		VisibilityTimeout: c.VisibilityTimeout, MaxReceiveCount: c.MaxReceiveCount}
 }
 
 // runs reports whether component is enabled.

@@ -20,6 +20,9 @@ commands:
   migrate   create the database if needed and apply the embedded migrations
   serve     run the HTTP API, the stages and the outbox relay (ORDERD_COMPONENTS picks which)
   replay    rebuild the orders projection from the event log and swap it in
+  dlq list  show the messages in the dead-letter queues, with the reason each was put there
+  dlq redrive
+            send every dead-lettered message back to its stage (once the cause is fixed)
 
 Configuration comes from the environment; see .env.example.
 `
@@ -54,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, cfg, log, stdout)
 	case "replay":
 		return replay(ctx, cfg, args[1:], stdout, stderr)
+	case "dlq":
+		return dlq(ctx, cfg, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

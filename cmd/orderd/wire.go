@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-sql-driver/mysql"
 
+	"orderd/deadletter"
 	"orderd/eventstore"
 	"orderd/handlers"
 	"orderd/mail"
@@ -136,8 +137,7 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 		return nil, fmt.Errorf("database has unapplied migrations %v: run `orderd migrate` first", pending)
 	}
 
-	qcfg := queues.Config{Endpoint: cfg.SQSEndpoint, Region: cfg.AWSRegion, Prefix: cfg.QueuePrefix,
-		VisibilityTimeout: cfg.VisibilityTimeout, MaxReceiveCount: cfg.MaxReceiveCount}
+	qcfg := cfg.queues()
 	awsCfg, err := queues.AWSConfig(ctx, qcfg)
 	if err != nil {
 		return nil, err
@@ -216,8 +216,16 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 	if err != nil {
 		return err
 	}
+	deadLog, err := deadletter.NewLog(s.db)
+	if err != nil {
+		return err
+	}
+	dlqPub, err := deadletter.NewPublisher(deadLog, pub)
+	if err != nil {
+		return err
+	}
 	s.router, err = router.New(router.Config{Queues: qcfg, Consumers: s.cfg.ConsumersPerQueue,
-		HandlerTimeout: s.cfg.HandlerTimeout, Retries: s.cfg.Retries}, sub, pub, s.log, enabled...)
+		HandlerTimeout: s.cfg.HandlerTimeout, Retries: s.cfg.Retries}, sub, dlqPub, s.log, enabled...)
 	return err
 }
 
@@ -230,8 +238,12 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 	if err != nil {
 		return err
 	}
+	deadLog, err := deadletter.NewLog(s.db)
+	if err != nil {
+		return err
+	}
 	api, err := handlers.New(handlers.Config{
-		Placer: placer, Orders: reader, Store: s.store, AllowedOrigins: s.cfg.AllowedOrigins, Log: s.log,
+		Placer: placer, Orders: reader, Store: s.store, DeadLetters: deadLog, AllowedOrigins: s.cfg.AllowedOrigins, Log: s.log,
 		Health: func(ctx context.Context) map[string]error {
 			return map[string]error{"mysql": s.db.PingContext(ctx), "sqs": queues.Ping(ctx, sqsClient, qcfg)}
 		},

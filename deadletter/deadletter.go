@@ -1,0 +1,121 @@
+// Package deadletter keeps track of messages that could not be handled: it records each one
+// with its reason next to the order it concerns (so the order can say what is stuck and why),
+// and lists and redrives the SQS dead-letter queues once the cause is fixed.
+package deadletter
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"orderd/domain"
+	"orderd/eventstore"
+	"orderd/outbox"
+)
+
+// Letter is one dead-lettered message as recorded in MySQL.
+type Letter struct {
+	OrderID   domain.OrderID `json:"orderId,omitempty"`
+	Version   int            `json:"version,omitempty"`
+	Queue     string         `json:"queue"`
+	EventID   string         `json:"eventId"`
+	EventType string         `json:"eventType"`
+	Reason    string         `json:"reason"`
+	DeadAt    time.Time      `json:"deadAt"`
+}
+
+// Log records dead letters in the dead_letters table.
+type Log struct{ db *sql.DB }
+
+// NewLog returns a log over db.
+func NewLog(db *sql.DB) (*Log, error) {
+	if db == nil {
+		return nil, errors.New("deadletter: nil db")
+	}
+	return &Log{db: db}, nil
+}
+
+// Record stores l.
+func (lg *Log) Record(ctx context.Context, l Letter) error {
+	var order, version any
+	if l.OrderID > 0 {
+		order, version = l.OrderID, l.Version
+	}
+	_, err := lg.db.ExecContext(ctx, `INSERT INTO dead_letters (order_id, version, queue, event_id, event_type, reason, dead_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, order, version, l.Queue, l.EventID, l.EventType, l.Reason, l.DeadAt)
+	if err != nil {
+		return fmt.Errorf("record dead letter %s: %w", l.EventID, err)
+	}
+	return nil
+}
+
+// Stuck returns the dead letter that holds the order at its current version, if any: an
+// order that moved on since (after a redrive) is no longer stuck on it.
+func (lg *Log) Stuck(ctx context.Context, id domain.OrderID, version int) (*Letter, error) {
+	l := Letter{OrderID: id, Version: version}
+	err := lg.db.QueryRowContext(ctx, `SELECT queue, event_id, event_type, reason, dead_at FROM dead_letters
+		WHERE order_id = ? AND version = ? ORDER BY id DESC LIMIT 1`, id, version).
+		Scan(&l.Queue, &l.EventID, &l.EventType, &l.Reason, &l.DeadAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read dead letters of order %d: %w", id, err)
+	}
+	return &l, nil
+}
+
+// Publisher is the publisher Watermill's PoisonQueue middleware hands poisoned messages to:
+// it records the letter in MySQL, then publishes it to the dead-letter queue. If either
+// fails the message is not acknowledged, and SQS delivers it again.
+type Publisher struct {
+	log *Log
+	pub message.Publisher
+	now func() time.Time
+}
+
+// NewPublisher returns a dead-letter publisher over pub.
+func NewPublisher(lg *Log, pub message.Publisher) (*Publisher, error) {
+	if lg == nil || pub == nil {
+		return nil, errors.New("deadletter: NewPublisher needs a log and a publisher")
+	}
+	return &Publisher{log: lg, pub: pub, now: time.Now}, nil
+}
+
+// Publish implements message.Publisher.
+func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
+	for _, m := range msgs {
+		l := Letter{
+			Queue: m.Metadata.Get(middleware.PoisonedTopicKey), EventID: m.Metadata.Get(outbox.MetaEventID),
+			EventType: m.Metadata.Get(outbox.MetaEventType), Reason: m.Metadata.Get(middleware.ReasonForPoisonedKey),
+			DeadAt: p.now().UTC(),
+		}
+		// The body may be what made the message poisonous; take what can be read of it.
+		if rec, err := eventstore.DecodeMessage(m.Payload); err == nil {
+			l.OrderID, l.Version, l.EventID, l.EventType = rec.StreamID, rec.Version, rec.EventID(), rec.Type
+		}
+		// The message's context is spent by now: Watermill's Timeout middleware, inside
+		// PoisonQueue, cancels it as the handler returns. Keep its values, not its end.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(m.Context()), 10*time.Second)
+		err := p.log.Record(ctx, l)
+		cancel()
+		if err != nil {
+			return err
+		}
+		// Each metadata entry becomes an SQS message attribute, and SQS refuses empty ones.
+		for k, v := range m.Metadata {
+			if v == "" {
+				delete(m.Metadata, k)
+			}
+		}
+	}
+	return p.pub.Publish(topic, msgs...)
+}
+
+// Close implements message.Publisher; the underlying publisher is closed by its owner.
+func (p *Publisher) Close() error { return nil }
