@@ -18,6 +18,9 @@ const (
 	MaxItems           = 50
 	MaxQuantity        = 1000
 	MaxSKULen          = 64
+	// MaxReasonLen bounds a failure reason recorded in an event: it comes from a gateway or
+	// a list of short items, and an order's history is no place for an unbounded string.
+	MaxReasonLen = 500
 )
 
 // Values of the seed's status columns. The seed used "pending" and "completed" only.
@@ -226,7 +229,7 @@ func (o *Order) Pay(out PaymentOutcome) ([]Event, error) {
 		return nil, ErrStepNotDue
 	}
 	if !out.Approved {
-		return []Event{PaymentFailed{Reason: out.Reason}}, nil
+		return []Event{PaymentFailed{Reason: truncate(out.Reason, MaxReasonLen)}}, nil
 	}
 	return []Event{PaymentCompleted{PaymentID: out.PaymentID, AmountCents: o.totalCents}}, nil
 }
@@ -244,7 +247,7 @@ func (o *Order) Reserve(out ReservationOutcome) ([]Event, error) {
 		return nil, ErrStepNotDue
 	}
 	if !out.Reserved && len(o.items) > 0 {
-		return []Event{InventoryReservationFailed{Reason: out.Reason}}, nil
+		return []Event{InventoryReservationFailed{Reason: truncate(out.Reason, MaxReasonLen)}}, nil
 	}
 	return []Event{InventoryReserved{Items: o.Items()}}, nil
 }
@@ -288,4 +291,13 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// truncate cuts s to at most n runes, marking the cut.
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
 }

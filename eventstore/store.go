@@ -3,7 +3,6 @@ package eventstore
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -165,58 +164,24 @@ type Decide func(o *domain.Order) ([]domain.Event, error)
 // DecideTx is a decision that must make writes of its own in the append's transaction.
 type DecideTx func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error)
 
-// Update loads the order, lets decide choose what happens, and appends the result. decide
-// runs outside any transaction, so it may call slow services (a payment gateway, SMTP)
-// without holding row locks; instead the whole load-decide-append holds the order's named
-// lock, so a trigger delivered twice at once (SQS does that) performs decide's side effect
-// once: the second holder reloads after the first appended and finds nothing due. The lock is
-// MySQL's own and dies with its connection, so a crashed holder never strands the order.
+// Update loads the order, lets decide choose what happens, and appends the result, in one
+// transaction that first locks the order's row in order_ids. A trigger delivered twice at once
+// (SQS does that) is therefore decided once: the second delivery waits, then reloads and
+// finds its step no longer due, so a side effect decide performs (a charge, an email) happens
+// once. The lock is a row lock, so a crashed holder releases it with its connection and never
+// strands the order. decide may call slow services: it holds only that one row meanwhile,
+// and the append's own locks are taken after it returns.
 func (s *Store) Update(ctx context.Context, id domain.OrderID, md Metadata, decide Decide) ([]Record, error) {
-	release, err := s.lockOrder(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return s.update(ctx, id, md, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	return s.UpdateTx(ctx, id, md, func(_ context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
 		return decide(o)
-	}, false)
+	})
 }
 
-// orderLockWait bounds how long Update waits for another holder of the order's lock.
-const orderLockWait = 10
-
-func (s *Store) lockOrder(ctx context.Context, id domain.OrderID) (func(), error) {
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("lock order %d: %w", id, err)
-	}
-	name := fmt.Sprintf("orderd.order.%d", id)
-	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, ?)`, name, orderLockWait).Scan(&got); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("lock order %d: %w", id, err)
-	}
-	if got.Int64 != 1 {
-		conn.Close()
-		return nil, domain.Unavailable("order %d is being handled elsewhere for more than %d s", id, orderLockWait)
-	}
-	return func() {
-		if _, err := conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(?)`, name); err != nil {
-			conn.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // drop the connection, and the lock with it
-		}
-		conn.Close()
-	}, nil
-}
-
-// UpdateTx is Update with decide running inside the append transaction, so that its own
-// writes (a stock reservation) commit or roll back with the events.
+// UpdateTx is Update with decide given the transaction, so that its own writes (a stock
+// reservation) commit or roll back with the events.
 func (s *Store) UpdateTx(ctx context.Context, id domain.OrderID, md Metadata, decide DecideTx) ([]Record, error) {
-	return s.update(ctx, id, md, decide, true)
-}
-
-func (s *Store) update(ctx context.Context, id domain.OrderID, md Metadata, decide DecideTx, inTx bool) ([]Record, error) {
 	for attempt := 0; ; attempt++ {
-		recs, err := s.tryUpdate(ctx, id, md, decide, inTx)
+		recs, err := s.tryUpdate(ctx, id, md, decide)
 		if !errors.Is(err, errVersionConflict) {
 			return recs, err
 		}
@@ -228,24 +193,32 @@ func (s *Store) update(ctx context.Context, id domain.OrderID, md Metadata, deci
 
 var errVersionConflict = errors.New("stream version conflict")
 
-func (s *Store) tryUpdate(ctx context.Context, id domain.OrderID, md Metadata, decide DecideTx, inTx bool) ([]Record, error) {
-	var history []Record
-	var events []domain.Event
-	var err error
-	if !inTx {
-		if history, events, err = loadAndDecide(ctx, s.db, nil, id, decide); err != nil || len(events) == 0 {
-			return nil, err
-		}
-	}
+func (s *Store) tryUpdate(ctx context.Context, id domain.OrderID, md Metadata, decide DecideTx) ([]Record, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("update order %d: %w", id, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	if inTx {
-		if history, events, err = loadAndDecide(ctx, tx, tx, id, decide); err != nil || len(events) == 0 {
-			return nil, err
-		}
+	var one int
+	err = tx.QueryRowContext(ctx, `SELECT 1 FROM order_ids WHERE order_id = ? FOR UPDATE`, id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, domain.NotFound("order %d does not exist", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock order %d: %w", id, err)
+	}
+	// The stream is read after the lock, so this consistent read already sees every append
+	// that the previous holder committed.
+	history, order, err := load(ctx, tx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !order.Exists() {
+		return nil, domain.NotFound("order %d does not exist", id)
+	}
+	events, err := decide(ctx, tx, order)
+	if err != nil || len(events) == 0 {
+		return nil, err
 	}
 	appended, err := s.appendRecords(ctx, tx, id, history, events, md)
 	if err != nil {
@@ -255,19 +228,6 @@ func (s *Store) tryUpdate(ctx context.Context, id domain.OrderID, md Metadata, d
 		return nil, fmt.Errorf("update order %d: %w", id, err)
 	}
 	return appended, nil
-}
-
-// loadAndDecide reads the stream through q and lets decide act on the order folded from it.
-func loadAndDecide(ctx context.Context, q queryer, tx *sql.Tx, id domain.OrderID, decide DecideTx) ([]Record, []domain.Event, error) {
-	history, order, err := load(ctx, q, id)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !order.Exists() {
-		return nil, nil, domain.NotFound("order %d does not exist", id)
-	}
-	events, err := decide(ctx, tx, order)
-	return history, events, err
 }
 
 // appendRecords inserts events after history (the stream as it was read) and runs the hooks.

@@ -3,6 +3,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -294,25 +295,32 @@ func readJSONBody(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
-// decodeStrict decodes exactly one JSON object, refusing unknown fields, and names the
-// offending field in its error where it can.
+// decodeStrict decodes exactly one JSON object, refusing unknown fields and anything after
+// the object, and names the offending field in its error where it can ("body" otherwise).
 func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		switch {
+		case errors.As(err, &te) && te.Field == "":
+			return domain.Invalid("body", "must be a JSON object")
 		case errors.As(err, &te):
 			return domain.Invalid(te.Field, "must be a JSON %s", te.Type.Kind())
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return domain.Invalid(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), "is not a known field")
+			// encoding/json has no typed error for this; the field name is all we take from the text.
+			if name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`); name != "" {
+				return domain.Invalid(name, "is not a known field")
+			}
+			return domain.Invalid("body", "holds a field with an empty name")
 		case errors.Is(err, io.EOF):
 			return domain.Invalid("body", "is empty")
 		}
 		return domain.Invalid("body", "is not valid JSON: %v", err)
 	}
-	if dec.More() {
-		return domain.Invalid("body", "must hold a single JSON object")
+	// More() would miss a stray ']' or '}': ask for the next token, which must be the end.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return domain.Invalid("body", "must hold a single JSON object and nothing after it")
 	}
 	return nil
 }

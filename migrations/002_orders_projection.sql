@@ -10,7 +10,7 @@ CREATE TABLE IF NOT EXISTS orders (
   customer_email   VARCHAR(254) NULL,
   items            TEXT         NOT NULL,
   total_cents      BIGINT       NOT NULL,
-  failure_reason   VARCHAR(255) NULL,
+  failure_reason   TEXT         NULL,
   version          INT          NOT NULL,
   last_position    BIGINT       NOT NULL,
   placed_at        DATETIME(6)  NOT NULL,

@@ -18,7 +18,9 @@ import (
 var files embed.FS
 
 // lockName serialises migrators: several instances may start at once against one database.
-const lockName = "orderd.migrate"
+// MySQL's named locks are server-wide, so the name carries a hash of the database's name
+// (MySQL 8 caps lock names at 64 characters).
+const lockName = "orderd.migrate."
 
 // Migration is one numbered SQL file.
 type Migration struct {
@@ -60,13 +62,13 @@ func Apply(ctx context.Context, db *sql.DB) ([]string, error) {
 	}
 	defer conn.Close()
 	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 60)`, lockName).Scan(&got); err != nil {
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(CONCAT(?, SHA1(DATABASE())), 60)`, lockName).Scan(&got); err != nil {
 		return nil, fmt.Errorf("migrate: take lock: %w", err)
 	}
 	if got.Int64 != 1 {
 		return nil, errors.New("migrate: another migration has held the lock for 60 s")
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(?)`, lockName) //nolint:errcheck // released on close anyway
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(CONCAT(?, SHA1(DATABASE())))`, lockName) //nolint:errcheck // released on close anyway
 
 	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version INT NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at DATETIME(6) NOT NULL)`); err != nil {

@@ -72,7 +72,7 @@ func (s *Stages) Payment(ctx context.Context, trigger eventstore.Record) error {
 			return o.Refund(id)
 		}
 		return nil, domain.ErrStepNotDue
-	}, false)
+	})
 }
 
 // Inventory reserves a paid order's items; the stock change commits with the event.
@@ -86,7 +86,7 @@ func (s *Stages) Inventory(ctx context.Context, trigger eventstore.Record) error
 			return nil, err
 		}
 		return o.Reserve(out)
-	}, true)
+	})
 }
 
 // Email tells the customer how their order ended. The mail goes out before EmailSent is
@@ -105,7 +105,7 @@ func (s *Stages) Email(ctx context.Context, trigger eventstore.Record) error {
 			return nil, domain.Unavailable("send email: %v", err)
 		}
 		return o.RecordEmail(m.To, m.MessageID)
-	}, false)
+	})
 }
 
 func (s *Stages) compose(o *domain.Order) mail.Message {
@@ -146,17 +146,23 @@ func money(cents int64) string { return fmt.Sprintf("%d.%02d", cents/100, cents%
 
 // run checks the trigger's type and lets decide act on the order. A step that is not due
 // is a redelivery: it is logged and acknowledged.
-func (s *Stages) run(ctx context.Context, stage string, trigger eventstore.Record, accepts []string, decide eventstore.DecideTx, inTx bool) error {
+func (s *Stages) run(ctx context.Context, stage string, trigger eventstore.Record, accepts []string, decide eventstore.DecideTx) error {
 	if !slices.Contains(accepts, trigger.Type) {
 		return domain.Invalid("type", "the %s stage does not handle %s events", stage, trigger.Type)
 	}
 	md := eventstore.Metadata{CorrelationID: trigger.Metadata.CorrelationID, CausationID: trigger.EventID()}
-	var err error
-	if inTx {
-		_, err = s.store.UpdateTx(ctx, trigger.StreamID, md, decide)
-	} else {
-		_, err = s.store.Update(ctx, trigger.StreamID, md, func(o *domain.Order) ([]domain.Event, error) { return decide(ctx, nil, o) })
-	}
+	_, err := s.store.UpdateTx(ctx, trigger.StreamID, md, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+		// Every step is due because of the stream's latest event, so only that event may
+		// drive it: an older one is a redelivery whose step was taken (a stale OrderPlaced
+		// must not drive the refund that InventoryReservationFailed made due).
+		switch {
+		case trigger.Version > o.Version():
+			return nil, domain.Invalid("version", "names version %d of order %d, which has only %d events", trigger.Version, o.ID(), o.Version())
+		case trigger.Version < o.Version():
+			return nil, domain.ErrStepNotDue
+		}
+		return decide(ctx, tx, o)
+	})
 	if errors.Is(err, domain.ErrStepNotDue) {
 		s.log.DebugContext(ctx, "step not due; redelivery ignored", "stage", stage, "order_id", trigger.StreamID, "event_id", trigger.EventID())
 		return nil

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,9 +24,8 @@ type RelayConfig struct {
 	// Batch is how many outbox rows one pass claims (default 100).
 	Batch int
 	// Workers is how many passes run at once in this process (default 1: a pass already
-	// publishes in parallel, and two passes' DELETEs can deadlock on a small outbox, since
-	// InnoDB's semi-consistent read spares UPDATE but not DELETE). Several processes may
-	// run relays too: rows are claimed with SKIP LOCKED, and a rare deadlock is retried.
+	// publishes in parallel). Several processes may run relays too: rows are claimed with
+	// SKIP LOCKED, so each row goes to one relay.
 	Workers int
 	// PollInterval is how often an idle worker looks for rows written by other processes
 	// (default 200 ms); appends in this process wake it at once through Kick.
@@ -153,10 +151,12 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	sent := r.publish(rows)
-	if len(sent) > 0 {
-		ph := strings.TrimSuffix(strings.Repeat("?,", len(sent)), ",")
-		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE position IN (`+ph+`)`, sent...); err != nil {
-			return 0, fmt.Errorf("relay: delete sent rows: %w", err)
+	// One row per statement: a DELETE ... IN (...) may be planned as a scan of this small
+	// table, and a scanning DELETE locks rows that another relay has claimed (InnoDB's
+	// semi-consistent read spares UPDATE, not DELETE): two relays then deadlock.
+	for _, pos := range sent {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE position = ?`, pos); err != nil {
+			return 0, fmt.Errorf("relay: delete sent row %d: %w", pos, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -187,9 +187,9 @@ func (r *Relay) claim(ctx context.Context, tx *sql.Tx) ([]row, error) {
 }
 
 // publish sends rows concurrently and returns the positions that were accepted.
-func (r *Relay) publish(rows []row) []any {
+func (r *Relay) publish(rows []row) []int64 {
 	var mu sync.Mutex
-	var sent []any
+	var sent []int64
 	sem := make(chan struct{}, r.cfg.Parallel)
 	var wg sync.WaitGroup
 	for _, rw := range rows {

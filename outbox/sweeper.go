@@ -12,8 +12,9 @@ import (
 	"orderd/eventstore"
 )
 
-// sweepLock lets one sweeper at a time work, however many processes run one.
-const sweepLock = "orderd.sweeper"
+// sweepLock lets one sweeper at a time work on a database, however many processes run one.
+// MySQL's named locks are server-wide, so the name carries a hash of the database's name.
+const sweepLock = "orderd.sweeper."
 
 // SweeperConfig tunes the sweeper. Zero values take the defaults.
 type SweeperConfig struct {
@@ -94,13 +95,13 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	}
 	defer conn.Close()
 	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, sweepLock).Scan(&got); err != nil {
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(CONCAT(?, SHA1(DATABASE())), 0)`, sweepLock).Scan(&got); err != nil {
 		return 0, fmt.Errorf("sweep: %w", err)
 	}
 	if got.Int64 != 1 {
 		return 0, nil
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(?)`, sweepLock) //nolint:errcheck // released on close too
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(CONCAT(?, SHA1(DATABASE())))`, sweepLock) //nolint:errcheck // released on close too
 
 	cutoff := s.now().UTC().Add(-s.cfg.StuckAfter)
 	rows, err := conn.QueryContext(ctx, `SELECT o.order_id FROM orders o
