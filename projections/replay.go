@@ -14,65 +14,108 @@ import (
 // rebuildTable is where a replay builds the new orders table before swapping it in.
 const rebuildTable = "orders_rebuild"
 
-// replayLock keeps two replays of the orders projection from running at once.
-const replayLock = "orderd.replay.orders"
+// ReplayLockName is the name of the MySQL lock (GET_LOCK) that keeps two replays, or a
+// replay and a verify, of one database's orders projection from running at once. Lock
+// names are server-wide, so it carries the database's name; MySQL caps it at 64 characters.
+func ReplayLockName(database string) string {
+	name := "orderd.replay.orders." + database
+	return name[:min(len(name), 64)]
+}
 
-// ErrReplayRunning is returned when another replay holds the replay lock.
-var ErrReplayRunning = errors.New("another replay of the orders projection is running; try again when it has finished")
+// ErrReplayRunning is returned when another replay or verify holds the replay lock.
+var ErrReplayRunning = errors.New("another replay or verify of the orders projection is running on this database; try again when it has finished")
 
-// batchRows is how many rows one INSERT writes during a rebuild.
-const batchRows = 1000
+// swapLockWait bounds, in seconds, how long the swap's RENAME waits for transactions still
+// reading the old table; appends are paused meanwhile, so it fails rather than wait longer.
+const swapLockWait = 5
 
 // RebuildStats describes a finished rebuild.
 type RebuildStats struct {
 	Events     int64         // events folded from the snapshot
 	Orders     int64         // rows written from the snapshot
+	Refolded   int           // streams folded a second time, stream by stream (see foldLog)
 	CaughtUp   int           // streams refolded because they changed while the rebuild ran
 	Pause      time.Duration // how long appends were paused for the swap
 	Duration   time.Duration
 	SnapshotAt int64 // highest log position in the snapshot
 }
 
-// Progress is called now and then with the number of events folded so far.
+// Progress is called as a replay or verify goes, from one goroutine at a time, with the
+// number of events folded so far (EstimateEvents tells about how many there will be). It
+// may cancel the replay's context to stop it; while it runs, folding waits.
 type Progress func(events int64)
+
+// EstimateEvents returns about how many events the log holds, cheaply: the span of its
+// positions, exact unless rolled-back appends left holes. COUNT(*) would read the whole log.
+func EstimateEvents(ctx context.Context, db *sql.DB) (int64, error) {
+	var lo, hi sql.NullInt64
+	if err := db.QueryRowContext(ctx, `SELECT MIN(position), MAX(position) FROM events`).Scan(&lo, &hi); err != nil {
+		return 0, fmt.Errorf("estimate the log's size: %w", err)
+	}
+	if !hi.Valid {
+		return 0, nil
+	}
+	return hi.Int64 - lo.Int64 + 1, nil
+}
 
 // Rebuild rebuilds the orders table from the log while the service keeps running:
 //
 //  1. it folds a consistent snapshot of the log into a new table;
 //  2. it refolds, without pausing anyone, the streams that changed meanwhile;
 //  3. it pauses appends (eventstore.Pause: every append in flight commits, new ones wait),
-//     refolds what changed since, and swaps the tables with one atomic RENAME. Appends then
-//     resume and write to the new table.
+//     refolds what changed since, swaps the tables with one atomic RENAME and records
+//     OrdersVersion as the projection's version. Appends then resume and write to the new
+//     table.
 //
 // Readers see the old table until the swap and the new one after; no event is skipped (the
 // last refold runs when nothing is in flight) and none is applied twice (rows are whole
 // folds of their stream). If Rebuild fails or is interrupted the old table stays live, and a
-// rerun starts from scratch. It never appends, publishes or sends anything.
+// rerun starts from scratch. It never appends, publishes or sends anything. progress may be nil.
 func Rebuild(ctx context.Context, db *sql.DB, progress Progress) (RebuildStats, error) {
 	start := time.Now()
-	lock, err := db.Conn(ctx)
+	lock, err := takeReplayLock(ctx, db)
 	if err != nil {
-		return RebuildStats{}, fmt.Errorf("replay: %w", err)
+		return RebuildStats{}, err
 	}
-	defer lock.Close()
-	var got sql.NullInt64
-	if err := lock.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, replayLock).Scan(&got); err != nil {
-		return RebuildStats{}, fmt.Errorf("replay: take lock: %w", err)
+	defer lock.release(ctx)
+	stats, err := rebuild(ctx, db, lock.conn, progress)
+	if err != nil && ctx.Err() != nil {
+		err = ctx.Err() // whatever the driver made of it, the replay was interrupted
 	}
-	if got.Int64 != 1 {
-		return RebuildStats{}, ErrReplayRunning
+	if err != nil {
+		// Leave nothing half-built behind; a rerun would drop it anyway.
+		db.ExecContext(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS `+rebuildTable) //nolint:errcheck // best effort
+		return stats, fmt.Errorf("replay: %w", err)
 	}
-	defer lock.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(?)`, replayLock) //nolint:errcheck // released on close too
+	stats.Duration = time.Since(start)
+	return stats, nil
+}
 
+func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress) (RebuildStats, error) {
+	var stats RebuildStats
 	for _, stmt := range []string{`DROP TABLE IF EXISTS ` + rebuildTable, `CREATE TABLE ` + rebuildTable + ` LIKE ` + OrdersTable} {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return RebuildStats{}, fmt.Errorf("replay: prepare %s: %w", rebuildTable, err)
+			return stats, fmt.Errorf("prepare %s: %w", rebuildTable, err)
 		}
 	}
-	stats, err := foldSnapshot(ctx, db, lock, rebuildTable, progress)
+	snap, err := takeSnapshot(ctx, db, lock, readers)
 	if err != nil {
 		return stats, err
 	}
+	defer snap.close()
+	stats.SnapshotAt = snap.maxPosition
+	var refold []domain.OrderID
+	stats.Events, stats.Orders, refold, err = foldLog(ctx, loadWriter{db: db, table: rebuildTable}, snap, progress)
+	if err != nil {
+		return stats, err
+	}
+	err = refoldStreams(ctx, snap, refold, func(rows []OrderRow) error { return writeRows(ctx, db, rebuildTable, rows) })
+	if err != nil {
+		return stats, err
+	}
+	stats.Refolded = len(refold)
+	snap.close()
+
 	applied := map[domain.OrderID]int{}
 	for pass := 0; pass < 5; pass++ { // catch up while appends run, until little is left
 		n, err := catchUp(ctx, db, db, stats.SnapshotAt, applied)
@@ -87,86 +130,43 @@ func Rebuild(ctx context.Context, db *sql.DB, progress Progress) (RebuildStats, 
 	pauseStart := time.Now()
 	n, err := swap(ctx, db, lock, stats.SnapshotAt, applied)
 	stats.CaughtUp += n
-	stats.Pause, stats.Duration = time.Since(pauseStart), time.Since(start)
+	stats.Pause = time.Since(pauseStart)
 	return stats, err
 }
 
-// foldSnapshot folds every stream of one gap-free snapshot of the log into table. Reading
-// and writing overlap: a writer goroutine inserts batches while the next is folded.
-func foldSnapshot(ctx context.Context, db *sql.DB, lock *sql.Conn, table string, progress Progress) (RebuildStats, error) {
-	var stats RebuildStats
-	tx, err := snapshot(ctx, db, lock, &stats.SnapshotAt)
-	if err != nil {
-		return stats, err
-	}
-	defer tx.Rollback() //nolint:errcheck // read-only
-	batches := make(chan []OrderRow, 2)
-	writeErr := make(chan error, 1)
-	go func() {
-		var err error
-		for b := range batches {
-			if err == nil {
-				err = writeRows(ctx, db, table, b)
-			}
-		}
-		writeErr <- err
-	}()
-	var cur OrderRow
-	batch := make([]OrderRow, 0, batchRows)
-	flush := func() {
-		batches <- batch
-		batch = make([]OrderRow, 0, batchRows)
-	}
-	scanErr := eventstore.ScanStreams(ctx, tx, func(r eventstore.Record) error {
-		if r.StreamID != cur.OrderID && cur.OrderID != 0 {
-			batch = append(batch, cur)
-			stats.Orders++
-			if len(batch) == batchRows {
-				flush()
-			}
-			cur = OrderRow{}
-		}
-		cur.Apply(r)
-		stats.Events++
-		if progress != nil && stats.Events%50000 == 0 {
-			progress(stats.Events)
-		}
-		return nil
-	})
-	if cur.OrderID != 0 {
-		batch = append(batch, cur)
-		stats.Orders++
-	}
-	flush()
-	close(batches)
-	if err := errors.Join(scanErr, <-writeErr); err != nil {
-		return stats, fmt.Errorf("replay: %w", err)
-	}
-	if progress != nil {
-		progress(stats.Events)
-	}
-	return stats, nil
+// replayLock is a connection holding the replay lock of its database.
+type replayLock struct {
+	conn *sql.Conn
+	name string
 }
 
-// snapshot starts a read-only transaction whose view of the log has no gaps: it is taken
-// while appends are paused, so every position up to the highest it sees has committed (or
-// never will), and everything appended later has a higher position. at receives that position.
-func snapshot(ctx context.Context, db *sql.DB, lock *sql.Conn, at *int64) (*sql.Tx, error) {
-	pause, err := eventstore.Pause(ctx, lock)
+// takeReplayLock takes the replay lock without waiting, or returns ErrReplayRunning.
+func takeReplayLock(ctx context.Context, db *sql.DB) (*replayLock, error) {
+	conn, err := db.Conn(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("replay: snapshot: %w", err)
+		return nil, fmt.Errorf("replay: %w", err)
 	}
-	defer pause.Rollback() //nolint:errcheck // only releases the barrier
-	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	var database sql.NullString
+	var got sql.NullInt64
+	err = conn.QueryRowContext(ctx, `SELECT DATABASE()`).Scan(&database)
+	name := ReplayLockName(database.String)
+	if err == nil {
+		err = conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, name).Scan(&got)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("replay: snapshot: %w", err)
+		conn.Close()
+		return nil, fmt.Errorf("replay: take lock: %w", err)
 	}
-	// The first read fixes the snapshot; every later read in tx sees the log as of here.
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(position), 0) FROM events`).Scan(at); err != nil {
-		tx.Rollback() //nolint:errcheck // already failing
-		return nil, fmt.Errorf("replay: snapshot: %w", err)
+	if got.Int64 != 1 {
+		conn.Close()
+		return nil, ErrReplayRunning
 	}
-	return tx, nil
+	return &replayLock{conn: conn, name: name}, nil
+}
+
+func (l *replayLock) release(ctx context.Context) {
+	l.conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(?)`, l.name) //nolint:errcheck // released on close too
+	l.conn.Close()
 }
 
 // catchUp refolds into the rebuild table every stream that gained events after the snapshot
@@ -174,7 +174,7 @@ func snapshot(ctx context.Context, db *sql.DB, lock *sql.Conn, at *int64) (*sql.
 func catchUp(ctx context.Context, db *sql.DB, q eventstore.Queryer, since int64, applied map[domain.OrderID]int) (int, error) {
 	latest, err := eventstore.StreamVersionsSince(ctx, q, since)
 	if err != nil {
-		return 0, fmt.Errorf("replay: catch up: %w", err)
+		return 0, fmt.Errorf("catch up: %w", err)
 	}
 	var stale []domain.OrderID
 	for id, v := range latest {
@@ -182,8 +182,8 @@ func catchUp(ctx context.Context, db *sql.DB, q eventstore.Queryer, since int64,
 			stale = append(stale, id)
 		}
 	}
-	for start := 0; start < len(stale); start += batchRows {
-		ids := stale[start:min(start+batchRows, len(stale))]
+	for start := 0; start < len(stale); start += writeBatch {
+		ids := stale[start:min(start+writeBatch, len(stale))]
 		var rows []OrderRow
 		var cur OrderRow
 		err := eventstore.ScanStreamsOf(ctx, q, ids, func(r eventstore.Record) error {
@@ -194,13 +194,13 @@ func catchUp(ctx context.Context, db *sql.DB, q eventstore.Queryer, since int64,
 			return nil
 		})
 		if err != nil {
-			return 0, fmt.Errorf("replay: catch up: %w", err)
+			return 0, fmt.Errorf("catch up: %w", err)
 		}
 		if cur.OrderID != 0 {
 			rows = append(rows, cur)
 		}
 		if err := writeRows(ctx, db, rebuildTable, rows); err != nil {
-			return 0, fmt.Errorf("replay: catch up: %w", err)
+			return 0, fmt.Errorf("catch up: %w", err)
 		}
 		for _, r := range rows {
 			applied[r.OrderID] = r.Version
@@ -213,7 +213,7 @@ func catchUp(ctx context.Context, db *sql.DB, q eventstore.Queryer, since int64,
 func swap(ctx context.Context, db *sql.DB, lock *sql.Conn, since int64, applied map[domain.OrderID]int) (int, error) {
 	tx, err := eventstore.Pause(ctx, lock)
 	if err != nil {
-		return 0, fmt.Errorf("replay: swap: %w", err)
+		return 0, fmt.Errorf("swap: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
 	// Every append that passed the barrier before us has committed; the rest wait. Reads
@@ -222,21 +222,40 @@ func swap(ctx context.Context, db *sql.DB, lock *sql.Conn, since int64, applied 
 	if err != nil {
 		return n, err
 	}
-	old := OrdersTable + "_old"
-	if _, err := db.ExecContext(ctx, `DROP TABLE IF EXISTS `+old); err != nil {
-		return n, fmt.Errorf("replay: swap: %w", err)
+	if err := renameTables(ctx, db); err != nil {
+		return n, fmt.Errorf("swap: %w", err)
 	}
-	if _, err := db.ExecContext(ctx, `RENAME TABLE `+OrdersTable+` TO `+old+`, `+rebuildTable+` TO `+OrdersTable); err != nil {
-		return n, fmt.Errorf("replay: swap: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE projections SET rebuilt_at = UTC_TIMESTAMP(6) WHERE name = ?`, OrdersTable); err != nil {
-		return n, fmt.Errorf("replay: swap: %w", err)
+	if err := recordVersion(ctx, tx); err != nil {
+		return n, fmt.Errorf("swap: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return n, fmt.Errorf("replay: swap: %w", err)
+		return n, fmt.Errorf("swap: %w", err)
 	}
-	if _, err := db.ExecContext(ctx, `DROP TABLE `+old); err != nil {
-		return n, fmt.Errorf("replay: drop the replaced table %s: %w", old, err)
+	if _, err := db.ExecContext(ctx, `DROP TABLE `+oldTable); err != nil {
+		return n, fmt.Errorf("drop the replaced table %s: %w", oldTable, err)
 	}
 	return n, nil
+}
+
+// oldTable briefly holds the replaced table between the swap and its drop.
+const oldTable = OrdersTable + "_old"
+
+// renameTables swaps the rebuilt table in with one atomic RENAME, on a connection that gives
+// up after swapLockWait seconds if a transaction still holds the old table: appends are
+// paused while it waits, and readers queue behind it.
+func renameTables(ctx context.Context, db *sql.DB) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `DROP TABLE IF EXISTS `+oldTable); err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`SET SESSION lock_wait_timeout = %d`, swapLockWait)); err != nil {
+		return err
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SET SESSION lock_wait_timeout = DEFAULT`) //nolint:errcheck // the pool reuses it
+	_, err = conn.ExecContext(ctx, `RENAME TABLE `+OrdersTable+` TO `+oldTable+`, `+rebuildTable+` TO `+OrdersTable)
+	return err
 }

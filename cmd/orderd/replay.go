@@ -1,41 +1,205 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"database/sql"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/term"
 
 	"orderd/projections"
 )
 
-// replay rebuilds the orders projection from the log and swaps it in while the service runs.
+const replayUsage = `usage: orderd replay [--verify] [--quiet]
+
+Rebuilds the orders table from the event log into a new table, catches up with the live
+log and swaps it in atomically; the service may keep running. Nothing is appended,
+published or sent. With --verify it swaps nothing: it folds the log and compares the result
+with the live table in one consistent snapshot, prints every difference and exits non-zero
+if there is any.
+
+Progress goes to stderr (redrawn in place on a terminal, a line a second otherwise); the
+summary and the differences go to stdout.
+`
+
+// replay rebuilds the orders projection from the log and swaps it in while the service
+// runs, or with --verify checks the live table against the log.
 func replay(ctx context.Context, cfg config, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	verify := fs.Bool("verify", false, "compare the live table with the log instead of rebuilding it")
+	quiet := fs.Bool("quiet", false, "show no progress")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: orderd replay\n\nRebuilds the orders table from the event log into a new table, catches up with\nthe live log, and swaps it in atomically; the service may keep running.")
+		fmt.Fprint(stderr, replayUsage)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("replay: unexpected argument %q", fs.Arg(0))
 	}
 	db, err := openDB(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	start := time.Now()
-	stats, err := projections.Rebuild(ctx, db, func(events int64) {
-		el := time.Since(start).Seconds()
-		fmt.Fprintf(stderr, "replay: %d events folded (%.0f events/s)\n", events, float64(events)/max(el, 1e-9))
+	verb := "replay"
+	if *verify {
+		verb = "verify"
+	}
+	var progress projections.Progress
+	if !*quiet {
+		total, err := projections.EstimateEvents(ctx, db)
+		if err != nil {
+			return err
+		}
+		p := newProgressPrinter(stderr, verb, total)
+		defer p.finish()
+		progress = p.update
+	}
+	if *verify {
+		return runVerify(ctx, db, progress, stdout)
+	}
+	stats, err := projections.Rebuild(ctx, db, progress)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "replay: rebuilt orders from %s events (%s orders) in %s, %s events/s; %d streams caught up, %d refolded; appends paused %s; peak RSS %s\n",
+		group(stats.Events), group(stats.Orders), stats.Duration.Round(time.Millisecond), group(rate(stats.Events, stats.Duration)),
+		stats.CaughtUp, stats.Refolded, stats.Pause.Round(time.Microsecond), peakRSS())
+	return nil
+}
+
+// errDifferences makes `orderd replay --verify` exit non-zero when the table is not the
+// log's fold.
+var errDifferences = errors.New("the live orders table differs from the event log")
+
+func runVerify(ctx context.Context, db *sql.DB, progress projections.Progress, stdout io.Writer) error {
+	out := bufio.NewWriter(stdout)
+	defer out.Flush()
+	stats, err := projections.Verify(ctx, db, projections.VerifyOptions{
+		Progress: progress,
+		OnDiff:   func(d projections.Difference) { fmt.Fprintln(out, d) },
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "replay: rebuilt orders from %d events (%d orders) in %s, %.0f events/s; %d streams caught up; appends paused %s\n",
-		stats.Events, stats.Orders, stats.Duration.Round(time.Millisecond), float64(stats.Events)/max(stats.Duration.Seconds(), 1e-9),
-		stats.CaughtUp, stats.Pause.Round(time.Microsecond))
+	verdict := "no differences"
+	if stats.Differences > 0 {
+		verdict = fmt.Sprintf("%s differences", group(stats.Differences))
+	}
+	fmt.Fprintf(out, "verify: %s events fold to %s orders; the live table has %s rows; %s (in %s, %s events/s; peak RSS %s)\n",
+		group(stats.Events), group(stats.Orders), group(stats.LiveRows), verdict, stats.Duration.Round(time.Millisecond),
+		group(rate(stats.Events, stats.Duration)), peakRSS())
+	if stats.Differences > 0 {
+		return fmt.Errorf("verify: %w: %s differences", errDifferences, group(stats.Differences))
+	}
 	return nil
+}
+
+// progressPrinter shows how a replay goes: a bar redrawn in place (at most ten times a
+// second) on a terminal, a plain line every second otherwise, such as a log file reads well.
+type progressPrinter struct {
+	w           io.Writer
+	tty         bool
+	verb        string
+	total       int64 // an estimate: the events may turn out a few more or fewer
+	start, last time.Time
+	every       time.Duration
+	drawn       bool
+}
+
+func newProgressPrinter(w io.Writer, verb string, total int64) *progressPrinter {
+	p := &progressPrinter{w: w, verb: verb, total: total, start: time.Now(), every: time.Second}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.tty, p.every = true, 100*time.Millisecond
+	}
+	p.last = p.start
+	return p
+}
+
+func (p *progressPrinter) update(done int64) {
+	now := time.Now()
+	if now.Sub(p.last) < p.every {
+		return
+	}
+	p.last = now
+	elapsed := now.Sub(p.start)
+	r := rate(done, elapsed)
+	total := max(p.total, done)
+	eta := "?"
+	if r > 0 {
+		eta = (time.Duration(float64(total-done) / float64(r) * float64(time.Second))).Round(100 * time.Millisecond).String()
+	}
+	pct := 100.0
+	if total > 0 {
+		pct = 100 * float64(done) / float64(total)
+	}
+	if !p.tty {
+		fmt.Fprintf(p.w, "%s: %s of about %s events (%.0f%%), %s events/s, ETA %s\n", p.verb, group(done), group(total), pct, group(r), eta)
+		return
+	}
+	const width = 30
+	filled := int(pct / 100 * width)
+	bar := strings.Repeat("=", filled) + strings.Repeat(" ", width-filled)
+	fmt.Fprintf(p.w, "\r\033[K%s [%s] %3.0f%%  %s/%s events  %s events/s  ETA %s", p.verb, bar, pct, group(done), group(total), group(r), eta)
+	p.drawn = true
+}
+
+// finish clears the bar so the summary starts on a clean line.
+func (p *progressPrinter) finish() {
+	if p.drawn {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+}
+
+func rate(n int64, d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64(float64(n) / d.Seconds())
+}
+
+// group writes n with thousands separators: 1,000,000 reads faster than 1000000.
+func group(n int64) string {
+	if n < 0 {
+		return "-" + group(-n)
+	}
+	s := strconv.FormatInt(n, 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// peakRSS returns the process's peak resident memory (VmHWM), where Linux reports it.
+func peakRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if rest, ok := bytes.CutPrefix(line, []byte("VmHWM:")); ok {
+			kb, err := strconv.ParseInt(string(bytes.TrimSpace(bytes.TrimSuffix(bytes.TrimSpace(rest), []byte("kB")))), 10, 64)
+			if err == nil {
+				return fmt.Sprintf("%d MiB", kb>>10)
+			}
+		}
+	}
+	return "unknown"
 }

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"orderd/domain"
+	"orderd/eventstore"
+	"orderd/internal/testenv"
+	"orderd/projections"
+)
+
+// replayCmd runs `orderd replay args...` against env as main would, and returns its stdout.
+func replayCmd(t *testing.T, env *testenv.Env, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := run(context.Background(), append([]string{"replay"}, args...), env.Getenv(nil), &out, io.Discard)
+	return out.String(), err
+}
+
+// TestReplayVerifyCommand: `orderd replay --verify` passes on the live table, names the
+// order and column of a corrupted row and fails, and passes again once `orderd replay` has
+// rebuilt the table.
+func TestReplayVerifyCommand(t *testing.T) {
+	env := testenv.New(t)
+	store, err := eventstore.New(env.DB, projections.Orders{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var completed domain.OrderID
+	for i := 0; i < 5; i++ {
+		e := domain.OrderPlaced{CustomerName: fmt.Sprintf("Customer %d", i), Items: []domain.Item{{SKU: "SKU-MUG", Quantity: 1, UnitPriceCents: 899}}, TotalCents: 899}
+		id, err := store.Create(ctx, eventstore.CreateRequest{}, func(domain.OrderID) ([]domain.Event, error) { return []domain.Event{e}, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []eventstore.Decide{
+			func(o *domain.Order) ([]domain.Event, error) { return o.Pay(domain.PaymentOutcome{Approved: true, PaymentID: "p"}) },
+			func(o *domain.Order) ([]domain.Event, error) { return o.Reserve(domain.ReservationOutcome{Reserved: true}) },
+			func(o *domain.Order) ([]domain.Event, error) { return o.RecordEmail("c@example.com", "<m@x>") },
+		}[:i%4] {
+			if _, err := store.Update(ctx, id, eventstore.Metadata{}, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i%4 == 3 {
+			completed = id
+		}
+	}
+
+	out, err := replayCmd(t, env, "--verify")
+	if err != nil || !strings.Contains(out, "5 orders; the live table has 5 rows; no differences") {
+		t.Fatalf("verify of a correct table: %v\n%s", err, out)
+	}
+
+	env.MustExec(t, `UPDATE orders SET order_status = 'pending' WHERE order_id = ?`, completed)
+	out, err = replayCmd(t, env, "--verify")
+	if !errors.Is(err, errDifferences) {
+		t.Errorf("verify of a corrupted table returned %v, want errDifferences (a non-zero exit)", err)
+	}
+	want := fmt.Sprintf(`order %d: order_status: live "pending", rebuilt "completed"`, completed)
+	if !strings.Contains(out, want+"\n") || !strings.Contains(out, "1 differences") {
+		t.Errorf("verify output lacks %q and a count:\n%s", want, out)
+	}
+
+	out, err = replayCmd(t, env)
+	if err != nil || !strings.Contains(out, "rebuilt orders from") {
+		t.Fatalf("replay: %v\n%s", err, out)
+	}
+	if out, err := replayCmd(t, env, "--verify"); err != nil {
+		t.Errorf("verify after the rebuild: %v\n%s", err, out)
+	}
+	if _, err := replayCmd(t, env, "extra"); err == nil {
+		t.Error("replay with a stray argument succeeded")
+	}
+}
+
+// TestProgressLines: off a terminal, progress is plain lines with the count, the total,
+// the rate and an ETA.
+func TestProgressLines(t *testing.T) {
+	var b bytes.Buffer
+	p := newProgressPrinter(&b, "replay", 1_000_000)
+	p.every = 0
+	p.start = time.Now().Add(-time.Second)
+	p.update(250_000)
+	p.finish()
+	line := b.String()
+	if !strings.HasPrefix(line, "replay: 250,000 of about 1,000,000 events (25%), ") || !strings.Contains(line, " events/s, ETA 3") ||
+		strings.Count(line, "\n") != 1 || strings.Contains(line, "\r") {
+		t.Errorf("progress line %q", line)
+	}
+	if g := group(1234567); g != "1,234,567" {
+		t.Errorf("group(1234567) = %q", g)
+	}
+}
+
+// TestReplayDuringLiveLoad rebuilds and verifies the projection back to back while orders
+// are placed and move through payment, inventory and email over SQS and SMTP. Every verify
+// must pass (each compares the log and the table in one snapshot, however busy the service),
+// every order must still end right, with exactly one email, and a verify at the end passes:
+// the rebuilt table equals a fresh fold of the log.
+func TestReplayDuringLiveLoad(t *testing.T) {
+	env := testenv.New(t).WithMessaging(t)
+	mailDomain := env.ID + ".example"
+	srv := startOrderd(t, env, map[string]string{"MAIL_FROM": "orders@" + mailDomain, "PAYMENT_DECLINE_ABOVE_CENTS": "100000"})
+	stockBefore := stock(t, env)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var replays, verifies, duringLoad int
+	var loopErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var unfinished int
+			err := env.DB.QueryRow(`SELECT COUNT(*) FROM orders WHERE NOT (email_sent = 1 AND order_status IN ('completed','payment_failed','cancelled'))`).Scan(&unfinished)
+			if err != nil {
+				mu.Lock()
+				loopErr = err
+				mu.Unlock()
+				return
+			}
+			if out, err := replayCmd(t, env, "--quiet"); err != nil {
+				mu.Lock()
+				loopErr = fmt.Errorf("replay: %w\n%s", err, out)
+				mu.Unlock()
+				return
+			}
+			if out, err := replayCmd(t, env, "--verify", "--quiet"); err != nil {
+				mu.Lock()
+				loopErr = fmt.Errorf("verify during the load: %w\n%s", err, out)
+				mu.Unlock()
+				return
+			}
+			mu.Lock()
+			replays++
+			verifies++
+			if unfinished > 0 {
+				duringLoad++
+			}
+			mu.Unlock()
+		}
+	}()
+
+	orders := placeOrders(t, srv.URL, mailDomain, 300, nil)
+	waitFinished(t, env, len(orders), 120*time.Second)
+	close(stop)
+	wg.Wait()
+	if loopErr != nil {
+		t.Fatal(loopErr)
+	}
+	if duringLoad < 2 {
+		t.Errorf("only %d of %d replays started while orders were still moving", duringLoad, replays)
+	}
+
+	out, err := replayCmd(t, env, "--verify")
+	if err != nil {
+		t.Fatalf("verify after the load: %v\n%s", err, out)
+	}
+	events, emails := checkOrders(t, env, orders, stockBefore, mailDomain)
+	if left := env.Count(t, `SELECT COUNT(*) FROM outbox`); left != 0 {
+		t.Errorf("outbox still holds %d rows", left)
+	}
+	t.Logf("%d replays and %d verifies (%d while orders were moving) over %d orders, %d events, %d emails; %s",
+		replays, verifies, duringLoad, len(orders), events, emails, strings.TrimSpace(out))
+}

@@ -1,0 +1,66 @@
+package projections
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"orderd/domain"
+)
+
+// FuzzFastPayloads holds the replay's payload parsers to encoding/json: for any input, the
+// same value, or an error from both. Run it longer with
+//
+//	go test -run '^$' -fuzz FuzzFastPayloads ./projections
+func FuzzFastPayloads(f *testing.F) {
+	for _, e := range []domain.Event{
+		domain.OrderPlaced{CustomerName: "Zoë", CustomerEmail: "z@x", Items: []domain.Item{{SKU: "A", Quantity: 2, UnitPriceCents: -5}}, TotalCents: 10},
+		domain.OrderPlaced{CustomerName: `"<&>"`, Items: []domain.Item{}},
+		domain.OrderPlaced{},
+		domain.PaymentFailed{Reason: "card declined\t"},
+		domain.InventoryReservationFailed{Reason: "out of stock: 😀"},
+	} {
+		b, _ := json.Marshal(e)
+		f.Add(b)
+	}
+	for _, s := range []string{`{"customerName":"a","items":[{"sku":"x","quantity":01,"unitPriceCents":1}],"totalCents":0}`,
+		`{"customerName":"a","items":[],"totalCents":-0}`, `{"reason":"a"} `, `{"reason":"\u00e9"}`, "{\"reason\":\"\xff\"}",
+		`{"customerName":"a","items":[{"sku":"x","quantity":9223372036854775808,"unitPriceCents":1}],"totalCents":0}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		check(t, b, parseOrderPlaced)
+		check(t, b, parseReason[domain.PaymentFailed])
+		check(t, b, parseReason[domain.InventoryReservationFailed])
+	})
+}
+
+func check[T domain.Event](t *testing.T, b []byte, parse func(*jsonScan) (T, bool)) {
+	got, gotErr := fastPayload(parse, b)
+	var want T
+	wantErr := json.Unmarshal(b, &want)
+	if (gotErr != nil) != (wantErr != nil) || (wantErr == nil && !reflect.DeepEqual(got, domain.Event(want))) {
+		t.Errorf("%T from %q: fast %#v (%v), encoding/json %#v (%v)", want, b, got, gotErr, want, wantErr)
+	}
+}
+
+// FuzzItemsJSON holds appendItemsJSON to json.Marshal.
+func FuzzItemsJSON(f *testing.F) {
+	f.Add("SKU-BOOK", 2, int64(1299), 2)
+	f.Add("<&>\"\\\u2028é\x01", -1, int64(-7), 1)
+	f.Add("", 0, int64(0), 0)
+	f.Fuzz(func(t *testing.T, sku string, q int, price int64, n int) {
+		var items []domain.Item
+		for i := 0; i < n%4; i++ {
+			items = append(items, domain.Item{SKU: sku, Quantity: q + i, UnitPriceCents: price})
+		}
+		got, err := appendItemsJSON([]byte("x"), items)
+		if items == nil {
+			items = []domain.Item{}
+		}
+		want, _ := json.Marshal(items)
+		if err != nil || string(got) != "x"+string(want) {
+			t.Errorf("items %#v: got %s (%v), want %s", items, got, err, want)
+		}
+	})
+}

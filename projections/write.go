@@ -1,0 +1,190 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"golang.org/x/sync/errgroup"
+)
+
+// loadWriter writes the rebuilt rows with LOAD DATA LOCAL INFILE, streamed from memory:
+// the server parses it at about two thirds of the cost of the same rows in multi-row
+// INSERTs, and the rows are cheaper to format. Servers that refuse local loads (MySQL 8
+// ships with local_infile off) get multi-row INSERTs instead, with no other difference.
+type loadWriter struct {
+	db    *sql.DB
+	table string
+}
+
+// localLoad turns LOAD DATA off, for tests of the INSERT path.
+var localLoad = true
+
+// loadSeq numbers the in-memory "files" registered with the driver.
+var loadSeq atomic.Int64
+
+func (w loadWriter) start(ctx context.Context, g *errgroup.Group) chan []OrderRow {
+	batches := make(chan []OrderRow, writers)
+	var insertOnly atomic.Bool
+	insertOnly.Store(!localLoad)
+	for range writers {
+		g.Go(func() error {
+			conn, err := w.db.Conn(ctx)
+			if err != nil {
+				return fmt.Errorf("write %s: %w", w.table, err)
+			}
+			defer conn.Close()
+			var data []byte
+			name := "orderd-replay-" + strconv.FormatInt(loadSeq.Add(1), 10)
+			mysql.RegisterReaderHandler(name, func() io.Reader { return bytes.NewReader(data) })
+			defer mysql.DeregisterReaderHandler(name)
+			stmt := "LOAD DATA LOCAL INFILE 'Reader::" + name + "' INTO TABLE " + w.table +
+				` CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES TERMINATED BY '\n' (` + orderColumns + `)`
+			for b := range batches {
+				if !insertOnly.Load() {
+					if data, err = appendLoadRows(data[:0], b); err != nil {
+						return err
+					}
+					err = load(ctx, conn, stmt)
+					if !isLocalLoadRefused(err) {
+						if err != nil {
+							return fmt.Errorf("write %d rows to %s: %w", len(b), w.table, err)
+						}
+						continue
+					}
+					insertOnly.Store(true)
+				}
+				if err := writeRows(ctx, conn, w.table, b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return batches
+}
+
+// load runs a LOAD DATA statement and turns its warnings into an error: a local load cannot
+// fail half-way, so the server downgrades bad values and duplicate keys to warnings.
+func load(ctx context.Context, conn *sql.Conn, stmt string) error {
+	if _, err := conn.ExecContext(ctx, stmt); err != nil {
+		return err
+	}
+	var warnings int
+	if err := conn.QueryRowContext(ctx, `SELECT @@warning_count`).Scan(&warnings); err != nil || warnings == 0 {
+		return err
+	}
+	var level, msg string
+	var code int
+	if err := conn.QueryRowContext(ctx, `SHOW WARNINGS LIMIT 1`).Scan(&level, &code, &msg); err != nil {
+		return fmt.Errorf("%d warnings", warnings)
+	}
+	return fmt.Errorf("%d warnings, the first: %s %d: %s", warnings, level, code, msg)
+}
+
+// isLocalLoadRefused reports whether the server does not allow LOAD DATA LOCAL.
+func isLocalLoadRefused(err error) bool {
+	var me *mysql.MySQLError
+	// 1148: the command is not allowed; 3948: local data loading is disabled (MySQL 8).
+	return errors.As(err, &me) && (me.Number == 1148 || me.Number == 3948)
+}
+
+// appendLoadRows formats rows as LOAD DATA's default text format reads them: tab-separated
+// fields, one row per line, \N for NULL, backslash escapes. Each field holds the value
+// OrderRow.values gives the column, written as the driver writes it into an INSERT.
+func appendLoadRows(dst []byte, rows []OrderRow) ([]byte, error) {
+	var err error
+	for i := range rows {
+		r := &rows[i]
+		dst = strconv.AppendInt(dst, int64(r.OrderID), 10)
+		dst = appendField(dst, r.CustomerName)
+		dst = appendField(dst, r.OrderStatus)
+		dst = appendField(dst, r.PaymentStatus)
+		dst = appendField(dst, r.InventoryStatus)
+		if r.EmailSent {
+			dst = append(dst, "\t1"...)
+		} else {
+			dst = append(dst, "\t0"...)
+		}
+		dst = appendNullable(dst, r.CustomerEmail)
+		dst = append(dst, '\t')
+		start := len(dst)
+		if dst, err = appendItemsJSON(dst, r.Items); err != nil {
+			return nil, fmt.Errorf("encode items of order %d: %w", r.OrderID, err)
+		}
+		dst = escapeInPlace(dst, start)
+		dst = append(dst, '\t')
+		dst = strconv.AppendInt(dst, r.TotalCents, 10)
+		dst = appendNullable(dst, r.FailureReason)
+		dst = append(dst, '\t')
+		dst = strconv.AppendInt(dst, int64(r.Version), 10)
+		dst = append(dst, '\t')
+		dst = strconv.AppendInt(dst, r.LastPosition, 10)
+		dst = appendTime(dst, r.PlacedAt)
+		dst = appendTime(dst, r.UpdatedAt)
+		dst = append(dst, '\n')
+	}
+	return dst, nil
+}
+
+func appendField(dst []byte, s string) []byte {
+	dst = append(dst, '\t')
+	for i := 0; i < len(s); i++ {
+		dst = appendEscaped(dst, s[i])
+	}
+	return dst
+}
+
+func appendNullable(dst []byte, s string) []byte {
+	if s == "" {
+		return append(dst, `	\N`...)
+	}
+	return appendField(dst, s)
+}
+
+func appendEscaped(dst []byte, c byte) []byte {
+	switch c {
+	case '\\':
+		return append(dst, `\\`...)
+	case '\t':
+		return append(dst, `\t`...)
+	case '\n':
+		return append(dst, `\n`...)
+	case '\r':
+		return append(dst, `\r`...)
+	case 0:
+		return append(dst, `\0`...)
+	}
+	return append(dst, c)
+}
+
+// escapeInPlace escapes dst[start:], which is JSON: only its backslashes can need it.
+func escapeInPlace(dst []byte, start int) []byte {
+	n := bytes.Count(dst[start:], []byte{'\\'})
+	if n == 0 {
+		return dst
+	}
+	field := append([]byte(nil), dst[start:]...)
+	dst = dst[:start]
+	for _, c := range field {
+		dst = appendEscaped(dst, c)
+	}
+	return dst
+}
+
+// appendTime writes a DATETIME(6) as the driver does: the wall clock in the time's own
+// location (the pool's, which read it), or MySQL's zero date for the zero time.
+func appendTime(dst []byte, t time.Time) []byte {
+	dst = append(dst, '\t')
+	if t.IsZero() {
+		return append(dst, "0000-00-00"...)
+	}
+	return t.AppendFormat(dst, dateTimeLayout)
+}
