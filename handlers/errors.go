@@ -39,8 +39,12 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if status >= 500 {
 		a.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
-		if status == http.StatusInternalServerError {
+		// The cause is in the log; the answer names no internal address or query.
+		switch {
+		case status == http.StatusInternalServerError:
 			detail.Message = "internal error; it has been logged"
+		case unavailable(err):
+			detail.Message = "the order database is unavailable; try again shortly"
 		}
 	}
 	writeJSON(w, status, errorBody{Error: detail})

@@ -5,6 +5,7 @@ package queues
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -113,6 +114,18 @@ func Ensure(ctx context.Context, client *sqs.Client, c Config) error {
 
 func create(ctx context.Context, client *sqs.Client, name string, attrs map[string]string) (string, error) {
 	out, err := client.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
+	var exists *types.QueueNameExists
+	if errors.As(err, &exists) {
+		// The queue exists with other attributes (VISIBILITY_TIMEOUT changed): bring them in line.
+		url, err := client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)})
+		if err != nil {
+			return "", fmt.Errorf("find queue %s: %w", name, err)
+		}
+		if _, err := client.SetQueueAttributes(ctx, &sqs.SetQueueAttributesInput{QueueUrl: url.QueueUrl, Attributes: attrs}); err != nil {
+			return "", fmt.Errorf("update attributes of queue %s: %w", name, err)
+		}
+		return aws.ToString(url.QueueUrl), nil
+	}
 	if err != nil {
 		return "", fmt.Errorf("create queue %s: %w", name, err)
 	}

@@ -31,7 +31,7 @@ var allComponents = []string{componentAPI, componentPayment, componentInventory,
 var configKeys = []string{
 	"MYSQL_DSN", "SQS_ENDPOINT", "AWS_REGION", "QUEUE_PREFIX", "HTTP_ADDR", "SMTP_ADDR", "MAIL_FROM",
 	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "CONSUMERS_PER_QUEUE", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
-	"PPROF_ADDR",
+	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT",
 }
 
 // config is the whole configuration, read once at start.
@@ -49,10 +49,12 @@ type config struct {
 	DeclineAboveCents int64
 	RedriveAfter      time.Duration // an unfinished order unchanged this long is driven again
 	PprofAddr         string        // where to serve net/http/pprof; empty (the default) serves none
+	MySQLMaxConns     int           // the connection pool's size
 
-	// Not configurable from the environment: fixed by the design, named here so that the
-	// relationships between them are visible in one place.
-	VisibilityTimeout time.Duration // > HandlerTimeout × (Retries+1) plus back-off
+	// VisibilityTimeout is how long SQS hides a received message; a message whose handler
+	// died comes back after it. HandlerTimeout is derived from it so that every in-process
+	// attempt (Retries+1 of them, with back-off) ends before the message can reappear.
+	VisibilityTimeout time.Duration
 	HandlerTimeout    time.Duration
 	Retries           int
 	MaxReceiveCount   int
@@ -68,28 +70,34 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return def
 	}
 	c := config{
-		MySQLDSN:          get("MYSQL_DSN", "root@tcp(127.0.0.1:3306)/orderd"),
-		SQSEndpoint:       get("SQS_ENDPOINT", ""),
-		AWSRegion:         get("AWS_REGION", "us-east-1"),
-		QueuePrefix:       get("QUEUE_PREFIX", ""),
-		HTTPAddr:          get("HTTP_ADDR", "127.0.0.1:8080"),
-		SMTPAddr:          get("SMTP_ADDR", "127.0.0.1:1025"),
-		MailFrom:          get("MAIL_FROM", "orders@shop.localhost"),
-		AllowedOrigins:    splitList(get("CORS_ALLOWED_ORIGINS", "*")),
-		Components:        splitList(get("ORDERD_COMPONENTS", strings.Join(allComponents, ","))),
-		PprofAddr:         get("PPROF_ADDR", ""),
-		VisibilityTimeout: 30 * time.Second,
-		HandlerTimeout:    5 * time.Second,
-		Retries:           3,
-		MaxReceiveCount:   5,
+		MySQLDSN:        get("MYSQL_DSN", "root@tcp(127.0.0.1:3306)/orderd"),
+		SQSEndpoint:     get("SQS_ENDPOINT", ""),
+		AWSRegion:       get("AWS_REGION", "us-east-1"),
+		QueuePrefix:     get("QUEUE_PREFIX", ""),
+		HTTPAddr:        get("HTTP_ADDR", "127.0.0.1:8080"),
+		SMTPAddr:        get("SMTP_ADDR", "127.0.0.1:1025"),
+		MailFrom:        get("MAIL_FROM", "orders@shop.localhost"),
+		AllowedOrigins:  splitList(get("CORS_ALLOWED_ORIGINS", "*")),
+		Components:      splitList(get("ORDERD_COMPONENTS", strings.Join(allComponents, ","))),
+		PprofAddr:       get("PPROF_ADDR", ""),
+		Retries:         3,
+		MaxReceiveCount: 5,
 	}
 	var err error
-	if c.ConsumersPerQueue, err = strconv.Atoi(get("CONSUMERS_PER_QUEUE", "4")); err != nil || c.ConsumersPerQueue < 1 || c.ConsumersPerQueue > 64 {
+	if c.ConsumersPerQueue, err = strconv.Atoi(get("CONSUMERS_PER_QUEUE", "16")); err != nil || c.ConsumersPerQueue < 1 || c.ConsumersPerQueue > 64 {
 		return config{}, fmt.Errorf("CONSUMERS_PER_QUEUE: must be a whole number from 1 to 64, got %q", getenv("CONSUMERS_PER_QUEUE"))
 	}
 	if c.DeclineAboveCents, err = strconv.ParseInt(get("PAYMENT_DECLINE_ABOVE_CENTS", "100000"), 10, 64); err != nil || c.DeclineAboveCents < 0 {
 		return config{}, fmt.Errorf("PAYMENT_DECLINE_ABOVE_CENTS: must be a non-negative whole number of cents, got %q", getenv("PAYMENT_DECLINE_ABOVE_CENTS"))
 	}
+	if c.MySQLMaxConns, err = strconv.Atoi(get("MYSQL_MAX_CONNS", "32")); err != nil || c.MySQLMaxConns < 4 || c.MySQLMaxConns > 1000 {
+		return config{}, fmt.Errorf("MYSQL_MAX_CONNS: must be a whole number from 4 to 1000, got %q", getenv("MYSQL_MAX_CONNS"))
+	}
+	if c.VisibilityTimeout, err = time.ParseDuration(get("VISIBILITY_TIMEOUT", "30s")); err != nil ||
+		c.VisibilityTimeout < 6*time.Second || c.VisibilityTimeout > 12*time.Hour || c.VisibilityTimeout%time.Second != 0 {
+		return config{}, fmt.Errorf("VISIBILITY_TIMEOUT: must be whole seconds from 6s to 12h, got %q", getenv("VISIBILITY_TIMEOUT"))
+	}
+	c.HandlerTimeout = c.VisibilityTimeout / 6
 	if c.RedriveAfter, err = time.ParseDuration(get("REDRIVE_AFTER", "30s")); err != nil || c.RedriveAfter < time.Second {
 		return config{}, fmt.Errorf("REDRIVE_AFTER: must be a duration of at least 1s (e.g. 30s, 2m), got %q", getenv("REDRIVE_AFTER"))
 	}

@@ -54,8 +54,8 @@ func openDB(ctx context.Context, cfg config) (*sql.DB, error) {
 		return nil, fmt.Errorf("MYSQL_DSN: %w", err)
 	}
 	db := sql.OpenDB(connector)
-	db.SetMaxOpenConns(64)
-	db.SetMaxIdleConns(64)
+	db.SetMaxOpenConns(cfg.MySQLMaxConns)
+	db.SetMaxIdleConns(cfg.MySQLMaxConns)
 	db.SetConnMaxLifetime(30 * time.Minute)
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -77,7 +77,9 @@ func migrate(ctx context.Context, cfg config, stdout io.Writer) error {
 	}
 	server := *mc
 	server.DBName = ""
-	srv, err := openDB(ctx, config{MySQLDSN: server.FormatDSN()})
+	srvCfg := cfg
+	srvCfg.MySQLDSN = server.FormatDSN()
+	srv, err := openDB(ctx, srvCfg)
 	if err != nil {
 		return err
 	}
