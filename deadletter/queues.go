@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -47,9 +48,9 @@ const listVisibility = 5
 func (a *Admin) List(ctx context.Context) ([]Message, error) {
 	var out []Message
 	for _, q := range a.cfg.All() {
-		err := a.drain(ctx, q, listVisibility, func(m types.Message) error {
+		err := a.drain(ctx, q, listVisibility, func(m types.Message) (bool, error) {
 			out = append(out, describe(q, m))
-			return nil
+			return true, nil
 		})
 		if err != nil {
 			return out, err
@@ -58,10 +59,12 @@ func (a *Admin) List(ctx context.Context) ([]Message, error) {
 	return out, nil
 }
 
-// Redrive sends every dead-lettered message back to the queue it came from (without the
-// poison attributes) and deletes it from the dead-letter queue, for use once the cause is
-// fixed. Stages are idempotent, so redriving a message whose order has since moved on is
-// harmless. It returns how many messages it moved.
+// Redrive sends the messages that are in the dead-letter queues when it starts back to the
+// queues they came from (without the poison attributes) and deletes them from the
+// dead-letter queues, for use once the cause is fixed. A message that is still poisonous comes
+// back to the dead-letter queue at once; it is left there for the next redrive, not sent round
+// again. Stages are idempotent, so redriving a message whose order has moved on is harmless.
+// It returns how many messages it moved.
 func (a *Admin) Redrive(ctx context.Context) (int, error) {
 	n := 0
 	for _, q := range a.cfg.All() {
@@ -73,7 +76,16 @@ func (a *Admin) Redrive(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		err = a.drain(ctx, q, 30, func(m types.Message) error {
+		attrs, err := a.client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: &dlq,
+			AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameApproximateNumberOfMessages}})
+		if err != nil {
+			return n, fmt.Errorf("count %s: %w", q+queues.DLQSuffix, err)
+		}
+		budget, _ := strconv.Atoi(attrs.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessages)])
+		if budget <= 0 {
+			continue
+		}
+		err = a.drain(ctx, q, 30, func(m types.Message) (bool, error) {
 			attrs := map[string]types.MessageAttributeValue{}
 			for k, v := range m.MessageAttributes {
 				if !isPoisonKey(k) {
@@ -81,13 +93,14 @@ func (a *Admin) Redrive(ctx context.Context) (int, error) {
 				}
 			}
 			if _, err := a.client.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &src, MessageBody: m.Body, MessageAttributes: attrs}); err != nil {
-				return fmt.Errorf("redrive to %s: %w", q, err)
+				return false, fmt.Errorf("redrive to %s: %w", q, err)
 			}
 			if _, err := a.client.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &dlq, ReceiptHandle: m.ReceiptHandle}); err != nil {
-				return fmt.Errorf("delete from %s: %w", q+queues.DLQSuffix, err)
+				return false, fmt.Errorf("delete from %s: %w", q+queues.DLQSuffix, err)
 			}
 			n++
-			return nil
+			budget--
+			return budget > 0, nil
 		})
 		if err != nil {
 			return n, err
@@ -96,8 +109,9 @@ func (a *Admin) Redrive(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// drain receives the dead-letter queue of q one message at a time until it is empty.
-func (a *Admin) drain(ctx context.Context, q string, visibility int32, fn func(types.Message) error) error {
+// drain receives the dead-letter queue of q one message at a time, until it is empty or fn
+// says to stop.
+func (a *Admin) drain(ctx context.Context, q string, visibility int32, fn func(types.Message) (more bool, err error)) error {
 	url, err := a.url(ctx, q+queues.DLQSuffix)
 	if err != nil {
 		return err
@@ -114,7 +128,8 @@ func (a *Admin) drain(ctx context.Context, q string, visibility int32, fn func(t
 			return nil
 		}
 		for _, m := range out.Messages {
-			if err := fn(m); err != nil {
+			more, err := fn(m)
+			if err != nil || !more {
 				return err
 			}
 		}

@@ -36,7 +36,7 @@ func TestNothingLostWhenOrderdIsKilled(t *testing.T) {
 	bin := testenv.BuildOrderd(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	proc := testenv.StartProcess(t, "orderd", []string{bin, "serve"}, childEnviron(env, map[string]string{
-		"HTTP_ADDR": addr, "MAIL_FROM": "orders@" + mailDomain, "REDRIVE_AFTER": "2s",
+		"HTTP_ADDR": addr, "MAIL_FROM": "orders@" + mailDomain, "REDRIVE_AFTER": "2s", "VISIBILITY_TIMEOUT": "6s",
 	}), addr)
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 0x6f72646572))

@@ -25,7 +25,7 @@ func TestNothingLostWhenMySQLRestarts(t *testing.T) {
 	t.Setenv("TEST_MYSQL_DSN", mysqld.DSN)
 	env := testenv.New(t).WithMessaging(t)
 	mailDomain := env.ID + ".example"
-	srv := startOrderd(t, env, map[string]string{"MAIL_FROM": "orders@" + mailDomain, "REDRIVE_AFTER": "2s"})
+	srv := startOrderd(t, env, map[string]string{"MAIL_FROM": "orders@" + mailDomain, "REDRIVE_AFTER": "2s", "VISIBILITY_TIMEOUT": "6s"})
 
 	stockBefore := stock(t, env)
 	const clients, n, killAt, outage = 8, 600, 300, 2 * time.Second

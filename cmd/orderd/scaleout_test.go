@@ -33,7 +33,7 @@ func TestThreeInstances(t *testing.T) {
 	for i := 1; i <= instances; i++ {
 		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		procs = append(procs, testenv.StartProcess(t, fmt.Sprintf("orderd-%d", i), []string{bin, "serve"}, childEnviron(env, map[string]string{
-			"HTTP_ADDR": addr, "MAIL_FROM": "orders@" + mailDomain, "REDRIVE_AFTER": "2s",
+			"HTTP_ADDR": addr, "MAIL_FROM": "orders@" + mailDomain, "REDRIVE_AFTER": "2s", "VISIBILITY_TIMEOUT": "6s",
 		}), addr))
 		urls = append(urls, "http://"+addr)
 	}
