@@ -21,10 +21,6 @@ import (
 	"orderd/projections"
 )
 
-// These tests take MySQL's named replay lock, which is server-wide: they run one at a time.
-
-const replayLockName = "orderd.replay.orders"
-
 func ctxFor(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -128,7 +124,7 @@ func waitAtBarrier(t *testing.T, env *testenv.Env, finished <-chan struct{}) {
 func replayLockHolder(t *testing.T, env *testenv.Env) (held bool, db string) {
 	t.Helper()
 	var id sql.NullInt64
-	if err := env.DB.QueryRow(`SELECT IS_USED_LOCK(?)`, replayLockName).Scan(&id); err != nil {
+	if err := env.DB.QueryRow(`SELECT IS_USED_LOCK(?)`, projections.ReplayLockName(env.DBName)).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
 	if !id.Valid {
