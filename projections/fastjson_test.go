@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+	"time"
 
 	"orderd/domain"
 )
@@ -61,6 +62,27 @@ func FuzzItemsJSON(f *testing.F) {
 		want, _ := json.Marshal(items)
 		if err != nil || string(got) != "x"+string(want) {
 			t.Errorf("items %#v: got %s (%v), want %s", items, got, err, want)
+		}
+	})
+}
+
+// FuzzAppendTime holds the hand-written DATETIME(6) formatting to time.Format.
+func FuzzAppendTime(f *testing.F) {
+	f.Add(int64(1735689600123456), 0)
+	f.Add(int64(0), 3600)
+	f.Add(int64(253402300799999999), -7200)
+	f.Fuzz(func(t *testing.T, micros int64, offset int) {
+		micros %= 253402300800000000 // up to year 9999
+		if micros < 0 {
+			micros = -micros
+		}
+		tm := time.UnixMicro(micros).In(time.FixedZone("z", offset%86400))
+		if y := tm.Year(); y < 1 || y > 9999 {
+			return
+		}
+		got := string(appendTime(nil, tm))
+		if want := "\t" + tm.Format(dateTimeLayout); got != want {
+			t.Errorf("%v: got %q, want %q", tm, got, want)
 		}
 	})
 }

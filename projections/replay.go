@@ -38,6 +38,23 @@ type RebuildStats struct {
 	Pause      time.Duration // how long appends were paused for the swap
 	Duration   time.Duration
 	SnapshotAt int64 // highest log position in the snapshot
+	Phases     Phases
+}
+
+// Phases says where a rebuild's time went.
+type Phases struct {
+	Prepare time.Duration // the new table, its indexes deferred, the snapshot
+	Fold    time.Duration // reading, folding and writing the snapshot, refolds included
+	Index   time.Duration // building the deferred secondary indexes
+	CatchUp time.Duration // refolding what changed since the snapshot, appends running
+	Swap    time.Duration // the last catch-up and the RENAME, appends paused (= Pause)
+	Drop    time.Duration // dropping the replaced table
+}
+
+func (p Phases) String() string {
+	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	return fmt.Sprintf("prepare %s, fold %s, index %s, catch up %s, swap %s, drop %s",
+		r(p.Prepare), r(p.Fold), r(p.Index), r(p.CatchUp), r(p.Swap), r(p.Drop))
 }
 
 // Progress is called as a replay or verify goes, from one goroutine at a time, with the
@@ -93,10 +110,19 @@ func Rebuild(ctx context.Context, db *sql.DB, progress Progress) (RebuildStats, 
 
 func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress) (RebuildStats, error) {
 	var stats RebuildStats
+	mark := time.Now()
+	lap := func(d *time.Duration) {
+		now := time.Now()
+		*d, mark = now.Sub(mark), now
+	}
 	for _, stmt := range []string{`DROP TABLE IF EXISTS ` + rebuildTable, `CREATE TABLE ` + rebuildTable + ` LIKE ` + OrdersTable} {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			return stats, fmt.Errorf("prepare %s: %w", rebuildTable, err)
 		}
+	}
+	restoreIndexes, err := deferIndexes(ctx, db, rebuildTable, OrdersTable)
+	if err != nil {
+		return stats, err
 	}
 	snap, err := takeSnapshot(ctx, db, lock, readers)
 	if err != nil {
@@ -104,6 +130,7 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 	}
 	defer snap.close()
 	stats.SnapshotAt = snap.maxPosition
+	lap(&stats.Phases.Prepare)
 	var refold []domain.OrderID
 	stats.Events, stats.Orders, refold, err = foldLog(ctx, loadWriter{db: db, table: rebuildTable}, snap, progress)
 	if err != nil {
@@ -115,6 +142,13 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 	}
 	stats.Refolded = len(refold)
 	snap.close()
+	lap(&stats.Phases.Fold)
+	if restoreIndexes != "" {
+		if _, err := db.ExecContext(ctx, restoreIndexes); err != nil {
+			return stats, fmt.Errorf("index %s: %w", rebuildTable, err)
+		}
+	}
+	lap(&stats.Phases.Index)
 
 	applied := map[domain.OrderID]int{}
 	for pass := 0; pass < 5; pass++ { // catch up while appends run, until little is left
@@ -127,11 +161,19 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 			break
 		}
 	}
-	pauseStart := time.Now()
+	lap(&stats.Phases.CatchUp)
 	n, err := swap(ctx, db, lock, stats.SnapshotAt, applied)
 	stats.CaughtUp += n
-	stats.Pause = time.Since(pauseStart)
-	return stats, err
+	lap(&stats.Phases.Swap)
+	stats.Pause = stats.Phases.Swap
+	if err != nil {
+		return stats, err
+	}
+	if _, err := db.ExecContext(ctx, `DROP TABLE `+oldTable); err != nil {
+		return stats, fmt.Errorf("drop the replaced table %s: %w", oldTable, err)
+	}
+	lap(&stats.Phases.Drop)
+	return stats, nil
 }
 
 // replayLock is a connection holding the replay lock of its database.
@@ -230,9 +272,6 @@ func swap(ctx context.Context, db *sql.DB, lock *sql.Conn, since int64, applied 
 	}
 	if err := tx.Commit(); err != nil {
 		return n, fmt.Errorf("swap: %w", err)
-	}
-	if _, err := db.ExecContext(ctx, `DROP TABLE `+oldTable); err != nil {
-		return n, fmt.Errorf("drop the replaced table %s: %w", oldTable, err)
 	}
 	return n, nil
 }

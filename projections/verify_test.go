@@ -103,7 +103,7 @@ func buildShop(t *testing.T, env *testenv.Env, n int, interleave bool) *eventsto
 }
 
 // dump returns every row of the orders table, each column as the exact bytes MySQL holds
-// (NULL apart from ''), in order id order.
+// (NULL distinct from the empty string), in order id order.
 func dump(t *testing.T, env *testenv.Env) []string {
 	t.Helper()
 	var exprs []string
@@ -231,6 +231,23 @@ func TestVerifyReportsEveryDifference(t *testing.T) {
 	sameRows(t, "live table after verify", dump(t, env), before)
 	if n := env.Count(t, `SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME LIKE 'orders\_%'`); n != 0 {
 		t.Errorf("verify left %d scratch tables", n)
+	}
+}
+
+// TestEmptyLog: with no event at all, a rebuild swaps in an empty table and every live row
+// is extra.
+func TestEmptyLog(t *testing.T) {
+	env := testenv.New(t)
+	if stats := mustRebuild(t, env); stats.Events != 0 || stats.Orders != 0 {
+		t.Errorf("rebuild of an empty log: %+v", stats)
+	}
+	if stats, diffs := verify(t, env); len(diffs) != 0 || stats.LiveRows != 0 {
+		t.Errorf("verify of an empty log and table: %+v %v", stats, diffs)
+	}
+	env.MustExec(t, `INSERT INTO orders (order_id, items, total_cents, version, last_position, placed_at, updated_at)
+		VALUES (5, '[]', 0, 1, 1, NOW(), NOW()), (9, '[]', 0, 1, 2, NOW(), NOW())`)
+	if _, diffs := verify(t, env); !reflect.DeepEqual(diffs, []Difference{{OrderID: 5, Kind: DiffExtra}, {OrderID: 9, Kind: DiffExtra}}) {
+		t.Errorf("verify of rows without a log: %v", diffs)
 	}
 }
 

@@ -186,5 +186,24 @@ func appendTime(dst []byte, t time.Time) []byte {
 	if t.IsZero() {
 		return append(dst, "0000-00-00"...)
 	}
-	return t.AppendFormat(dst, dateTimeLayout)
+	// By hand: time.Format costs a third of the formatting of a row.
+	year, month, day := t.Date()
+	hour, minute, sec := t.Clock()
+	dst = appendDigits(dst, year, 4)
+	dst = appendDigits(append(dst, '-'), int(month), 2)
+	dst = appendDigits(append(dst, '-'), day, 2)
+	dst = appendDigits(append(dst, ' '), hour, 2)
+	dst = appendDigits(append(dst, ':'), minute, 2)
+	dst = appendDigits(append(dst, ':'), sec, 2)
+	return appendDigits(append(dst, '.'), t.Nanosecond()/1000, 6)
+}
+
+// appendDigits appends n, zero-padded to width digits.
+func appendDigits(dst []byte, n, width int) []byte {
+	var buf [8]byte
+	for i := width - 1; i >= 0; i-- {
+		buf[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return append(dst, buf[:width]...)
 }

@@ -139,15 +139,13 @@ func bench(ctx context.Context, db *sql.DB, o options, stdout io.Writer) error {
 	}
 	for i := 1; i <= o.runs; i++ {
 		start := time.Now()
-		var folded time.Time // when the last chunk of the snapshot was folded
-		st, err := projections.Rebuild(ctx, db, func(int64) { folded = time.Now() })
+		st, err := projections.Rebuild(ctx, db, nil)
 		if err != nil {
 			return err
 		}
 		d := time.Since(start)
-		fmt.Fprintf(stdout, "rebuild %d: %d events, %d orders in %s: %.0f events/s (folding %s, then writes, catch-up, swap and drop %s; appends paused %s; peak RSS %s)\n",
-			i, st.Events, st.Orders, d.Round(time.Millisecond), float64(st.Events)/d.Seconds(), folded.Sub(start).Round(time.Millisecond),
-			time.Since(folded).Round(time.Millisecond), st.Pause.Round(time.Microsecond), mib(peakRSS()))
+		fmt.Fprintf(stdout, "rebuild %d: %d events, %d orders in %s: %.0f events/s, peak RSS %s (%s)\n",
+			i, st.Events, st.Orders, d.Round(time.Millisecond), float64(st.Events)/d.Seconds(), mib(peakRSS()), st.Phases)
 	}
 	if o.verify {
 		start := time.Now()
