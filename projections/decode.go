@@ -14,10 +14,11 @@ import (
 // A replay reads the log's columns itself instead of going through eventstore's reader,
 // for speed: it skips the metadata (OrderRow.Apply does not read it) and does not even fetch
 // the payload of events whose payload Apply ignores. Everything else decodes exactly as
-// eventstore decodes it: an event in its type's current schema is unmarshalled into the same
-// domain struct with encoding/json, and anything else (an old schema that needs upcasting, an
-// unknown type) goes through eventstore's own decoder (eventstore.DecodeMessage), so
-// upcasting still happens in one place. TestFastDecodeMatchesEventstore holds this to it.
+// eventstore decodes it: an event in its type's current schema becomes the same domain
+// struct encoding/json would make of it (fastjson.go), and anything else (an old schema that
+// needs upcasting, an unknown type) goes through eventstore's own decoder
+// (eventstore.DecodeMessage), so upcasting still happens in one place.
+// TestFastDecodeMatchesEventstore and FuzzFastPayloads hold this to it.
 
 // payloadFree lists the event types whose payload OrderRow.Apply does not read: a replay
 // folds them as the zero value of their type. Apply reading a field of one of these types

@@ -116,8 +116,8 @@ type folder struct {
 	ctx     context.Context
 	open    map[domain.OrderID]*OrderRow
 	refold  map[domain.OrderID]bool // streams written before all their events were seen
-	batch   []OrderRow
-	out     chan<- []OrderRow
+	batch   []*OrderRow
+	out     chan<- []*OrderRow
 	written int64 // rows handed to the writers
 	streams int64 // streams seen (by their first event)
 }
@@ -145,7 +145,7 @@ func (f *folder) apply(rec eventstore.Record) error {
 	row.Apply(rec)
 	if row.settled() {
 		delete(f.open, rec.StreamID)
-		return f.emit(*row)
+		return f.emit(row)
 	}
 	if len(f.open) > maxOpen {
 		return f.evictOldest()
@@ -172,7 +172,7 @@ func (f *folder) evictOldest() error {
 	slices.SortFunc(rows, func(a, b *OrderRow) int { return cmp.Compare(a.LastPosition, b.LastPosition) })
 	for _, r := range rows[:len(rows)/2] {
 		delete(f.open, r.OrderID)
-		if err := f.emit(*r); err != nil {
+		if err := f.emit(r); err != nil {
 			return err
 		}
 	}
@@ -187,16 +187,17 @@ func (f *folder) flushAll() error {
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		if err := f.emit(*f.open[id]); err != nil {
+		if err := f.emit(f.open[id]); err != nil {
 			return err
 		}
 	}
 	return f.send()
 }
 
-func (f *folder) emit(r OrderRow) error {
+// emit hands the row over to the writers; the folder no longer touches it.
+func (f *folder) emit(r *OrderRow) error {
 	if f.batch == nil {
-		f.batch = make([]OrderRow, 0, writeBatch)
+		f.batch = make([]*OrderRow, 0, writeBatch)
 	}
 	f.batch = append(f.batch, r)
 	f.written++
@@ -212,7 +213,7 @@ func (f *folder) send() error {
 	}
 	// Orders settle in roughly the order they were placed; sorting each batch by id makes
 	// its inserts nearly appends to the primary key, which InnoDB does cheapest.
-	slices.SortFunc(f.batch, func(a, b OrderRow) int { return cmp.Compare(a.OrderID, b.OrderID) })
+	slices.SortFunc(f.batch, func(a, b *OrderRow) int { return cmp.Compare(a.OrderID, b.OrderID) })
 	select {
 	case f.out <- f.batch:
 		f.batch = nil

@@ -32,7 +32,7 @@ const swapLockWait = 5
 // RebuildStats describes a finished rebuild.
 type RebuildStats struct {
 	Events     int64         // events folded from the snapshot
-	Orders     int64         // rows written from the snapshot
+	Orders     int64         // orders (streams) in the snapshot, one row each
 	Refolded   int           // streams folded a second time, stream by stream (see foldLog)
 	CaughtUp   int           // streams refolded because they changed while the rebuild ran
 	Pause      time.Duration // how long appends were paused for the swap
@@ -43,9 +43,8 @@ type RebuildStats struct {
 
 // Phases says where a rebuild's time went.
 type Phases struct {
-	Prepare time.Duration // the new table, its indexes deferred, the snapshot
+	Prepare time.Duration // the new table and the snapshot
 	Fold    time.Duration // reading, folding and writing the snapshot, refolds included
-	Index   time.Duration // building the deferred secondary indexes
 	CatchUp time.Duration // refolding what changed since the snapshot, appends running
 	Swap    time.Duration // the last catch-up and the RENAME, appends paused (= Pause)
 	Drop    time.Duration // dropping the replaced table
@@ -53,8 +52,8 @@ type Phases struct {
 
 func (p Phases) String() string {
 	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-	return fmt.Sprintf("prepare %s, fold %s, index %s, catch up %s, swap %s, drop %s",
-		r(p.Prepare), r(p.Fold), r(p.Index), r(p.CatchUp), r(p.Swap), r(p.Drop))
+	return fmt.Sprintf("prepare %s, fold %s, catch up %s, swap %s, drop %s",
+		r(p.Prepare), r(p.Fold), r(p.CatchUp), r(p.Swap), r(p.Drop))
 }
 
 // Progress is called as a replay or verify goes, from one goroutine at a time, with the
@@ -120,10 +119,6 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 			return stats, fmt.Errorf("prepare %s: %w", rebuildTable, err)
 		}
 	}
-	restoreIndexes, err := deferIndexes(ctx, db, rebuildTable, OrdersTable)
-	if err != nil {
-		return stats, err
-	}
 	snap, err := takeSnapshot(ctx, db, lock, readers)
 	if err != nil {
 		return stats, err
@@ -143,12 +138,6 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 	stats.Refolded = len(refold)
 	snap.close()
 	lap(&stats.Phases.Fold)
-	if restoreIndexes != "" {
-		if _, err := db.ExecContext(ctx, restoreIndexes); err != nil {
-			return stats, fmt.Errorf("index %s: %w", rebuildTable, err)
-		}
-	}
-	lap(&stats.Phases.Index)
 
 	applied := map[domain.OrderID]int{}
 	for pass := 0; pass < 5; pass++ { // catch up while appends run, until little is left

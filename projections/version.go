@@ -52,6 +52,10 @@ var staleRetry = 5 * time.Second
 // When several instances start at once, one rebuilds and the others wait for the replay
 // lock, look again, find the version current and return false; a manual `orderd replay` or
 // `--verify` in progress is waited for the same way. It returns when ctx is cancelled.
+//
+// In a rolling deploy, instances still on the old code keep writing rows with the old fold
+// until they stop. Each row is a whole fold of its stream, so the next event of such an order
+// corrects it; to be sure of the rest, run `orderd replay` once no old instance is left.
 func RebuildIfStale(ctx context.Context, db *sql.DB, progress Progress) (rebuilt bool, err error) {
 	for {
 		v, err := StoredOrdersVersion(ctx, db)

@@ -30,8 +30,8 @@ var localLoad = true
 // loadSeq numbers the in-memory "files" registered with the driver.
 var loadSeq atomic.Int64
 
-func (w loadWriter) start(ctx context.Context, g *errgroup.Group) chan []OrderRow {
-	batches := make(chan []OrderRow, writers)
+func (w loadWriter) start(ctx context.Context, g *errgroup.Group) chan []*OrderRow {
+	batches := make(chan []*OrderRow, writers)
 	var insertOnly atomic.Bool
 	insertOnly.Store(!localLoad)
 	for range writers {
@@ -61,7 +61,11 @@ func (w loadWriter) start(ctx context.Context, g *errgroup.Group) chan []OrderRo
 					}
 					insertOnly.Store(true)
 				}
-				if err := writeRows(ctx, conn, w.table, b); err != nil {
+				rows := make([]OrderRow, len(b))
+				for i, r := range b {
+					rows[i] = *r
+				}
+				if err := writeRows(ctx, conn, w.table, rows); err != nil {
 					return err
 				}
 			}
@@ -99,10 +103,9 @@ func isLocalLoadRefused(err error) bool {
 // appendLoadRows formats rows as LOAD DATA's default text format reads them: tab-separated
 // fields, one row per line, \N for NULL, backslash escapes. Each field holds the value
 // OrderRow.values gives the column, written as the driver writes it into an INSERT.
-func appendLoadRows(dst []byte, rows []OrderRow) ([]byte, error) {
+func appendLoadRows(dst []byte, rows []*OrderRow) ([]byte, error) {
 	var err error
-	for i := range rows {
-		r := &rows[i]
+	for _, r := range rows {
 		dst = strconv.AppendInt(dst, int64(r.OrderID), 10)
 		dst = appendField(dst, r.CustomerName)
 		dst = appendField(dst, r.OrderStatus)
