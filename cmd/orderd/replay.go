@@ -58,20 +58,20 @@ func replay(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 	if *verify {
 		verb = "verify"
 	}
-	var progress projections.Progress
+	var p *progressPrinter // nil: quiet
 	if !*quiet {
 		total, err := projections.EstimateEvents(ctx, db)
 		if err != nil {
 			return err
 		}
-		p := newProgressPrinter(stderr, verb, total)
-		defer p.finish()
-		progress = p.update
+		p = newProgressPrinter(stderr, verb, total)
+		defer p.clear()
 	}
 	if *verify {
-		return runVerify(ctx, db, progress, stdout)
+		return runVerify(ctx, db, p, stdout)
 	}
-	stats, err := projections.Rebuild(ctx, db, progress)
+	stats, err := projections.Rebuild(ctx, db, p.progress())
+	p.clear()
 	if err != nil {
 		return err
 	}
@@ -85,13 +85,19 @@ func replay(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 // log's fold.
 var errDifferences = errors.New("the live orders table differs from the event log")
 
-func runVerify(ctx context.Context, db *sql.DB, progress projections.Progress, stdout io.Writer) error {
+func runVerify(ctx context.Context, db *sql.DB, p *progressPrinter, stdout io.Writer) error {
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
 	stats, err := projections.Verify(ctx, db, projections.VerifyOptions{
-		Progress: progress,
-		OnDiff:   func(d projections.Difference) { fmt.Fprintln(out, d) },
+		Progress: p.progress(),
+		OnDiff: func(d projections.Difference) {
+			if p.clear() {
+				defer out.Flush() // on the terminal, between two draws of the bar
+			}
+			fmt.Fprintln(out, d)
+		},
 	})
+	p.clear()
 	if err != nil {
 		return err
 	}
@@ -157,11 +163,25 @@ func (p *progressPrinter) update(done int64) {
 	p.drawn = true
 }
 
-// finish clears the bar so the summary starts on a clean line.
-func (p *progressPrinter) finish() {
+// progress returns p.update as a projections.Progress, or nil for no printer.
+func (p *progressPrinter) progress() projections.Progress {
+	if p == nil {
+		return nil
+	}
+	return p.update
+}
+
+// clear erases the bar, if one is drawn, so that other output starts on a clean line; it
+// reports whether it is drawing on a terminal.
+func (p *progressPrinter) clear() bool {
+	if p == nil || !p.tty {
+		return false
+	}
 	if p.drawn {
 		fmt.Fprint(p.w, "\r\033[K")
+		p.drawn = false
 	}
+	return true
 }
 
 func rate(n int64, d time.Duration) int64 {

@@ -43,8 +43,12 @@ func TestReplayVerifyCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, d := range []eventstore.Decide{
-			func(o *domain.Order) ([]domain.Event, error) { return o.Pay(domain.PaymentOutcome{Approved: true, PaymentID: "p"}) },
-			func(o *domain.Order) ([]domain.Event, error) { return o.Reserve(domain.ReservationOutcome{Reserved: true}) },
+			func(o *domain.Order) ([]domain.Event, error) {
+				return o.Pay(domain.PaymentOutcome{Approved: true, PaymentID: "p"})
+			},
+			func(o *domain.Order) ([]domain.Event, error) {
+				return o.Reserve(domain.ReservationOutcome{Reserved: true})
+			},
 			func(o *domain.Order) ([]domain.Event, error) { return o.RecordEmail("c@example.com", "<m@x>") },
 		}[:i%4] {
 			if _, err := store.Update(ctx, id, eventstore.Metadata{}, d); err != nil {
@@ -91,7 +95,7 @@ func TestProgressLines(t *testing.T) {
 	p.every = 0
 	p.start = time.Now().Add(-time.Second)
 	p.update(250_000)
-	p.finish()
+	p.clear()
 	line := b.String()
 	if !strings.HasPrefix(line, "replay: 250,000 of about 1,000,000 events (25%), ") || !strings.Contains(line, " events/s, ETA 3") ||
 		strings.Count(line, "\n") != 1 || strings.Contains(line, "\r") {
