@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
@@ -37,7 +38,7 @@ func parseOrderPlaced(s *jsonScan) (e domain.OrderPlaced, ok bool) {
 		if !s.lit(`[`) {
 			return e, false
 		}
-		e.Items = []domain.Item{}
+		e.Items = make([]domain.Item, 0, bytes.Count(s.b[s.i:], []byte(`{"sku":`)))
 		for !s.lit(`]`) {
 			if len(e.Items) > 0 && !s.lit(`,`) {
 				return e, false
@@ -100,7 +101,7 @@ func (s *jsonScan) str(dst *string) bool {
 	return false
 }
 
-// int reads an integer as JSON writes it (-?(0|[1-9][0-9]*)) that fits an int64.
+// int reads an integer as JSON writes it (-?(0|[1-9][0-9]*)) of at most 18 digits.
 func (s *jsonScan) int(dst *int64) bool {
 	j := s.i
 	if j < len(s.b) && s.b[j] == '-' {
@@ -110,12 +111,15 @@ func (s *jsonScan) int(dst *int64) bool {
 	for j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9' {
 		j++
 	}
-	if j == digits || (s.b[digits] == '0' && j-digits > 1) || (j < len(s.b) && (s.b[j] == '.' || s.b[j] == 'e' || s.b[j] == 'E')) {
-		return false
+	if j == digits || j-digits > 18 || (s.b[digits] == '0' && j-digits > 1) || (j < len(s.b) && (s.b[j] == '.' || s.b[j] == 'e' || s.b[j] == 'E')) {
+		return false // 19 digits and more may overflow: encoding/json decides
 	}
-	n, err := strconv.ParseInt(string(s.b[s.i:j]), 10, 64)
-	if err != nil {
-		return false
+	var n int64
+	for _, c := range s.b[digits:j] {
+		n = n*10 + int64(c-'0')
+	}
+	if digits > s.i {
+		n = -n
 	}
 	*dst, s.i = n, j
 	return true

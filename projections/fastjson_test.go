@@ -86,3 +86,40 @@ func FuzzAppendTime(f *testing.F) {
 		}
 	})
 }
+
+var benchPlaced, _ = json.Marshal(domain.OrderPlaced{CustomerName: "Customer 123456", CustomerEmail: "customer-123456@example.com",
+	Items: []domain.Item{{SKU: "SKU-BOOK", Quantity: 2, UnitPriceCents: 1299}, {SKU: "SKU-MUG", Quantity: 1, UnitPriceCents: 899}}, TotalCents: 3497})
+
+// BenchmarkDecodeOrderPlaced compares the replay's parser with encoding/json on the
+// commonest payload:  go test -run '^$' -bench . -benchmem ./projections
+func BenchmarkDecodeOrderPlaced(b *testing.B) {
+	b.Run("fast", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := fastPayload(parseOrderPlaced, benchPlaced); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding/json", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := unmarshal[domain.OrderPlaced](benchPlaced); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkAppendLoadRows measures formatting rows for LOAD DATA, per row.
+func BenchmarkAppendLoadRows(b *testing.B) {
+	e, _ := fastPayload(parseOrderPlaced, benchPlaced)
+	p := e.(domain.OrderPlaced)
+	at := time.Date(2025, 1, 1, 12, 0, 0, 123456000, time.UTC)
+	row := &OrderRow{OrderID: 123456, CustomerName: p.CustomerName, CustomerEmail: p.CustomerEmail, Items: p.Items, TotalCents: p.TotalCents,
+		OrderStatus: domain.StatusCompleted, PaymentStatus: domain.StatusCompleted, InventoryStatus: domain.StatusCompleted, EmailSent: true,
+		Version: 4, LastPosition: 987654, PlacedAt: at, UpdatedAt: at.Add(time.Second)}
+	rows := []*OrderRow{row}
+	var buf []byte
+	for b.Loop() {
+		buf, _ = appendLoadRows(buf[:0], rows)
+	}
+}
