@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -87,15 +88,36 @@ var payloadColumn = sync.OnceValues(func() (string, error) {
 type decoder struct {
 	versions map[string]int    // current schema version per event type
 	names    map[string]string // the type names, to intern them
+	loc      *time.Location    // the pool's, as its driver would read DATETIMEs
 }
 
-func newDecoder() (decoder, error) {
+// newDecoder returns a decoder for records read through q.
+func newDecoder(ctx context.Context, q eventstore.Queryer) (decoder, error) {
 	v, err := currentSchemas()
-	d := decoder{versions: v, names: map[string]string{}}
+	if err != nil {
+		return decoder{}, err
+	}
+	d := decoder{versions: v, names: map[string]string{}, loc: time.UTC}
 	for typ := range v {
 		d.names[typ] = typ
 	}
-	return d, err
+	// Times come as text, parsed here; they must land in the location the driver would put
+	// them in (its DSN's loc, with parseTime), or a row written back through it would shift.
+	rows, err := q.QueryContext(ctx, `SELECT CAST('2000-01-01 00:00:00' AS DATETIME)`)
+	if err != nil {
+		return decoder{}, fmt.Errorf("read the pool's time zone: %w", err)
+	}
+	defer rows.Close()
+	var probe any
+	for rows.Next() {
+		if err := rows.Scan(&probe); err != nil {
+			return decoder{}, fmt.Errorf("read the pool's time zone: %w", err)
+		}
+	}
+	if t, ok := probe.(time.Time); ok {
+		d.loc = t.Location()
+	}
+	return d, rows.Err()
 }
 
 // decode fills rec.Event (and rec.SchemaVersion, which becomes the current one, as
@@ -147,7 +169,25 @@ func (d decoder) slow(rec *eventstore.Record, payload []byte) error {
 // dateTimeLayout is how MySQL prints a DATETIME(6).
 const dateTimeLayout = "2006-01-02 15:04:05.000000"
 
-// parseDateTime parses a DATETIME(6) column read as text, in UTC like the pool's DSN.
-func parseDateTime(b []byte) (time.Time, error) {
-	return time.ParseInLocation(dateTimeLayout[:min(len(b), len(dateTimeLayout))], string(b), time.UTC)
+// parseDateTime parses a DATETIME(6) read as text ("2006-01-02 15:04:05.000000").
+func parseDateTime(b []byte, loc *time.Location) (time.Time, error) {
+	if len(b) == len(dateTimeLayout) && b[4] == '-' && b[7] == '-' && b[10] == ' ' && b[13] == ':' && b[16] == ':' && b[19] == '.' {
+		var f [7]int // by hand: time.Parse would cost more than the rest of the row
+		ok := true
+		for i, span := range [7][2]int{{0, 4}, {5, 7}, {8, 10}, {11, 13}, {14, 16}, {17, 19}, {20, 26}} {
+			for _, c := range b[span[0]:span[1]] {
+				ok = ok && c >= '0' && c <= '9'
+				f[i] = f[i]*10 + int(c-'0')
+			}
+		}
+		if ok && f == [7]int{} {
+			return time.Time{}, nil // MySQL's zero date, as the driver reads it
+		}
+		if ok && f[1] >= 1 && f[1] <= 12 && f[2] >= 1 && f[3] < 24 && f[4] < 60 && f[5] < 60 {
+			if t := time.Date(f[0], time.Month(f[1]), f[2], f[3], f[4], f[5], f[6]*1000, loc); t.Day() == f[2] {
+				return t, nil // time.Date did not carry an impossible day into the next month
+			}
+		}
+	}
+	return time.ParseInLocation(dateTimeLayout[:min(len(b), len(dateTimeLayout))], string(b), loc)
 }

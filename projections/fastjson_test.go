@@ -123,3 +123,27 @@ func BenchmarkAppendLoadRows(b *testing.B) {
 		buf, _ = appendLoadRows(buf[:0], rows)
 	}
 }
+
+// FuzzParseDateTime holds the hand-written DATETIME(6) parser to time.ParseInLocation.
+func FuzzParseDateTime(f *testing.F) {
+	f.Add("2025-01-01 00:00:00.123456")
+	f.Add("9999-12-31 23:59:59.999999")
+	f.Add("2024-02-30 10:00:00.000000")
+	f.Add("2024-13-01 10:00:00.000000")
+	f.Add("0000-00-00 00:00:00.000000")
+	f.Add("0000-00-00 00:00:00.000001")
+	f.Fuzz(func(t *testing.T, s string) {
+		if len(s) != len(dateTimeLayout) {
+			return // MySQL prints DATETIME(6) in exactly this width
+		}
+		loc := time.FixedZone("z", 3600)
+		got, gotErr := parseDateTime([]byte(s), loc)
+		want, wantErr := time.ParseInLocation(dateTimeLayout, s, loc)
+		if s == "0000-00-00 00:00:00.000000" {
+			want, wantErr = time.Time{}, nil
+		}
+		if (gotErr != nil) != (wantErr != nil) || gotErr == nil && !got.Equal(want) {
+			t.Errorf("%q: got %v (%v), want %v (%v)", s, got, gotErr, want, wantErr)
+		}
+	})
+}

@@ -5,23 +5,22 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"time"
 
 	"orderd/domain"
 	"orderd/eventstore"
 )
 
-// eventQuery selects what a fold needs of the events matching where, in the given order.
-// The integer columns, the type and the payload come joined in one text column: the driver
-// allocates for every column of every row, and splitting the text here costs less than
-// that (the server's cost is about the same either way). The type sits before the payload,
-// which may hold commas; event types have none.
+// eventQuery selects what a fold needs of the events matching where, in the given order,
+// joined in one text column: the driver allocates for every column of every row, and
+// splitting the text here costs less than that (the server's cost is about the same either
+// way, the text protocol sends numbers and times as text anyway). The type sits before the
+// payload, which may hold commas; event types have none.
 func eventQuery(where, orderBy string) (string, error) {
 	payload, err := payloadColumn()
 	if err != nil {
 		return "", err
 	}
-	return "SELECT CONCAT_WS(',', position, stream_id, version, schema_version, event_type, " + payload + "), occurred_at FROM events WHERE " +
+	return "SELECT CONCAT_WS(',', position, stream_id, version, schema_version, occurred_at, event_type, " + payload + ") FROM events WHERE " +
 		where + " ORDER BY " + orderBy, nil
 }
 
@@ -33,13 +32,11 @@ func readEvents(ctx context.Context, q eventstore.Queryer, dec decoder, buf []ev
 	}
 	defer rows.Close()
 	var line sql.RawBytes
-	var at time.Time
-	occurred := dateTime{&at}
 	for rows.Next() {
-		if err := rows.Scan(&line, occurred); err != nil {
+		if err := rows.Scan(&line); err != nil {
 			return buf, fmt.Errorf("read the log: %w", err)
 		}
-		r := eventstore.Record{OccurredAt: at}
+		var r eventstore.Record
 		payload, hasPayload, ok := dec.split(&r, line)
 		if !ok {
 			return buf, fmt.Errorf("read the log: unexpected row %q", line)
@@ -55,8 +52,8 @@ func readEvents(ctx context.Context, q eventstore.Queryer, dec decoder, buf []ev
 	return buf, nil
 }
 
-// split parses "position,stream,version,schema,type[,payload]" into r and returns the
-// payload, which is absent when the query left it out (payloadColumn).
+// split parses "position,stream,version,schema,occurred_at,type[,payload]" into r and
+// returns the payload, which is absent when the query left it out (payloadColumn).
 func (d decoder) split(r *eventstore.Record, line []byte) (payload []byte, hasPayload, ok bool) {
 	var nums [4]int64
 	for i := range nums {
@@ -70,6 +67,15 @@ func (d decoder) split(r *eventstore.Record, line []byte) (payload []byte, hasPa
 		line = line[comma+1:]
 	}
 	r.Position, r.StreamID, r.Version, r.SchemaVersion = nums[0], domain.OrderID(nums[1]), int(nums[2]), int(nums[3])
+	comma := bytes.IndexByte(line, ',')
+	if comma < 0 {
+		return nil, false, false
+	}
+	var err error
+	if r.OccurredAt, err = parseDateTime(line[:comma], d.loc); err != nil {
+		return nil, false, false
+	}
+	line = line[comma+1:]
 	typ := line
 	if comma := bytes.IndexByte(line, ','); comma >= 0 {
 		typ, payload, hasPayload = line[:comma], line[comma+1:], true
@@ -99,26 +105,6 @@ func atoi(b []byte) (int64, bool) {
 		n = n*10 + int64(c-'0')
 	}
 	return n, true
-}
-
-// dateTime scans a DATETIME(6) column whether or not the pool's DSN has parseTime.
-type dateTime struct{ t *time.Time }
-
-// Scan implements sql.Scanner.
-func (d dateTime) Scan(v any) error {
-	switch v := v.(type) {
-	case time.Time:
-		*d.t = v
-	case []byte:
-		t, err := parseDateTime(v)
-		if err != nil {
-			return err
-		}
-		*d.t = t
-	default:
-		return fmt.Errorf("occurred_at: unexpected %T", v)
-	}
-	return nil
 }
 
 // foldStreams folds records ordered by stream and version into one row per stream.

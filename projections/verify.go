@@ -80,7 +80,7 @@ func Verify(ctx context.Context, db *sql.DB, opts VerifyOptions) (VerifyStats, e
 		return VerifyStats{}, fmt.Errorf("verify: %w", err)
 	}
 	defer snap.close()
-	dec, err := newDecoder()
+	dec, err := newDecoder(ctx, snap.txs[0])
 	if err != nil {
 		return VerifyStats{}, err
 	}

@@ -457,7 +457,7 @@ func TestFastDecodeMatchesEventstore(t *testing.T) {
 			(?, 1, 'OrderPlaced', ?, ?, '{}', UTC_TIMESTAMP(6)), (?, 2, ?, ?, ?, '{"correlationId":"c"}', UTC_TIMESTAMP(6))`,
 			i+1, versions[domain.TypeOrderPlaced], placed, i+1, c.typ, schema, c.json)
 	}
-	dec, err := newDecoder()
+	dec, err := newDecoder(context.Background(), env.DB)
 	if err != nil {
 		t.Fatal(err)
 	}
