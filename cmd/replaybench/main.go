@@ -7,9 +7,14 @@
 //	go run ./cmd/replaybench -db replaybench_x1y2 -runs 5 -verify   # reuse a kept database
 //	go run ./cmd/replaybench -cpuprofile cpu.out        # profile the rebuilds
 //
-// The database is named replaybench_<random> and dropped at the end unless -keep. The first
-// rebuild swaps in over an empty orders table; later ones over a full one, as in production.
-// Peak RSS is the process's VmHWM, reset after the fill so it covers the rebuilds only.
+// The database (on the server of -dsn, by default root@tcp(127.0.0.1:3306)/) is named
+// replaybench_<random> and dropped at the end unless -keep. The log has events/4 orders,
+// one placed every 2 ms of simulated time, each with its later events 30–300 ms apart so
+// that streams interleave as under load: 80% completed (4 events), 10% payment failed (3),
+// 10% cancelled after a failed reservation (5), payloads as the event store writes them.
+// The first rebuild swaps in over an empty orders table, later ones over a full one, as in
+// production. Each line gives events/s, the peak RSS (the process's VmHWM, reset after the
+// fill so it covers the rebuilds only) and where the time went (RebuildStats.Phases).
 package main
 
 import (
