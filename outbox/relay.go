@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -151,12 +152,18 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	sent := r.publish(rows)
-	// One row per statement: a DELETE ... IN (...) may be planned as a scan of this small
-	// table, and a scanning DELETE locks rows that another relay has claimed (InnoDB's
-	// semi-consistent read spares UPDATE, not DELETE): two relays then deadlock.
-	for _, pos := range sent {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE position = ?`, pos); err != nil {
-			return 0, fmt.Errorf("relay: delete sent row %d: %w", pos, err)
+	if len(sent) > 0 {
+		// Not "WHERE position IN (...)": on a small table that may be planned as a scan, and a
+		// scanning DELETE locks rows another relay has claimed (InnoDB's semi-consistent read
+		// spares UPDATE, not DELETE), so two relays deadlock. STRAIGHT_JOIN makes the list of
+		// positions drive the join, so each row is looked up by its key and only those locked.
+		sel := strings.TrimSuffix(strings.Repeat("SELECT ? AS position UNION ALL ", len(sent)), " UNION ALL ")
+		args := make([]any, len(sent))
+		for i, p := range sent {
+			args[i] = p
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE o FROM (`+sel+`) d STRAIGHT_JOIN outbox o ON o.position = d.position`, args...); err != nil {
+			return 0, fmt.Errorf("relay: delete sent rows: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -186,31 +193,53 @@ func (r *Relay) claim(ctx context.Context, tx *sql.Tx) ([]row, error) {
 	return rows, q.Err()
 }
 
-// publish sends rows concurrently and returns the positions that were accepted.
+// publishBatch is how many messages one Publish call carries: a batching publisher sends
+// them in one request (SQS takes ten per SendMessageBatch).
+const publishBatch = 10
+
+// publish sends rows concurrently, grouped by queue into batches, and returns the positions
+// that were accepted. A batch that fails is left for the next pass, whole.
 func (r *Relay) publish(rows []row) []int64 {
+	byQueue := map[string][]row{}
+	var order []string
+	for _, rw := range rows {
+		if _, ok := byQueue[rw.queue]; !ok {
+			order = append(order, rw.queue)
+		}
+		byQueue[rw.queue] = append(byQueue[rw.queue], rw)
+	}
 	var mu sync.Mutex
 	var sent []int64
 	sem := make(chan struct{}, r.cfg.Parallel)
 	var wg sync.WaitGroup
-	for _, rw := range rows {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			msg := message.NewMessage(rw.eventID, rw.body)
-			msg.Metadata.Set(MetaEventType, rw.eventType)
-			msg.Metadata.Set(MetaEventID, rw.eventID)
-			if rw.correlationID != "" {
-				middleware.SetCorrelationID(rw.correlationID, msg)
-			}
-			if err := r.pub.Publish(rw.queue, msg); err != nil {
-				r.log.Warn("relay: publish failed", "queue", rw.queue, "event_id", rw.eventID, "error", err)
-				return
-			}
-			mu.Lock()
-			sent = append(sent, rw.position)
-			mu.Unlock()
-		}()
+	for _, queue := range order {
+		group := byQueue[queue]
+		for start := 0; start < len(group); start += publishBatch {
+			batch := group[start:min(start+publishBatch, len(group))]
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				msgs := make([]*message.Message, len(batch))
+				for i, rw := range batch {
+					msgs[i] = message.NewMessage(rw.eventID, rw.body)
+					msgs[i].Metadata.Set(MetaEventType, rw.eventType)
+					msgs[i].Metadata.Set(MetaEventID, rw.eventID)
+					if rw.correlationID != "" {
+						middleware.SetCorrelationID(rw.correlationID, msgs[i])
+					}
+				}
+				if err := r.pub.Publish(queue, msgs...); err != nil {
+					r.log.Warn("relay: publish failed", "queue", queue, "messages", len(msgs), "error", err)
+					return
+				}
+				mu.Lock()
+				for _, rw := range batch {
+					sent = append(sent, rw.position)
+				}
+				mu.Unlock()
+			}()
+		}
 	}
 	wg.Wait()
 	return sent

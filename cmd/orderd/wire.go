@@ -162,7 +162,11 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 	}
 	if cfg.runs(componentRelay) {
 		recreate := func(ctx context.Context) error { return queues.Ensure(ctx, sqsClient, qcfg) }
-		if s.relay, err = outbox.NewRelay(s.db, pub, log, outbox.RelayConfig{Recover: recreate}); err != nil {
+		batchPub, err := queues.NewBatchPublisher(sqsClient)
+		if err != nil {
+			return nil, err
+		}
+		if s.relay, err = outbox.NewRelay(s.db, batchPub, log, outbox.RelayConfig{Recover: recreate}); err != nil {
 			return nil, err
 		}
 		s.store.OnCommit(s.relay.Kick)
