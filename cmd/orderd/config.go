@@ -31,7 +31,7 @@ var allComponents = []string{componentAPI, componentPayment, componentInventory,
 var configKeys = []string{
 	"MYSQL_DSN", "SQS_ENDPOINT", "AWS_REGION", "QUEUE_PREFIX", "HTTP_ADDR", "SMTP_ADDR", "MAIL_FROM",
 	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "CONSUMERS_PER_QUEUE", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
-	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT",
+	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
 }
 
 // config is the whole configuration, read once at start.
@@ -50,6 +50,9 @@ type config struct {
 	RedriveAfter      time.Duration // an unfinished order unchanged this long is driven again
 	PprofAddr         string        // where to serve net/http/pprof; empty (the default) serves none
 	MySQLMaxConns     int           // the connection pool's size
+	// RebuildOnVersionChange makes `serve` rebuild a projection in the background when its
+	// code version differs from the one it was built with.
+	RebuildOnVersionChange bool
 
 	// VisibilityTimeout is how long SQS hides a received message; a message whose handler
 	// died comes back after it. HandlerTimeout is derived from it so that every in-process
@@ -98,6 +101,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return config{}, fmt.Errorf("VISIBILITY_TIMEOUT: must be whole seconds from 6s to 12h, got %q", getenv("VISIBILITY_TIMEOUT"))
 	}
 	c.HandlerTimeout = c.VisibilityTimeout / 6
+	if c.RebuildOnVersionChange, err = strconv.ParseBool(get("REBUILD_ON_VERSION_CHANGE", "true")); err != nil {
+		return config{}, fmt.Errorf("REBUILD_ON_VERSION_CHANGE: must be true or false, got %q", getenv("REBUILD_ON_VERSION_CHANGE"))
+	}
 	if c.RedriveAfter, err = time.ParseDuration(get("REDRIVE_AFTER", "30s")); err != nil || c.RedriveAfter < time.Second {
 		return config{}, fmt.Errorf("REDRIVE_AFTER: must be a duration of at least 1s (e.g. 30s, 2m), got %q", getenv("REDRIVE_AFTER"))
 	}

@@ -20,6 +20,7 @@ commands:
   migrate   create the database if needed and apply the embedded migrations
   serve     run the HTTP API, the stages and the outbox relay (ORDERD_COMPONENTS picks which)
   replay    rebuild the orders projection from the event log and swap it in
+            (--verify: compare a rebuild with the live table, exit 1 on any difference)
   dlq list  show the messages in the dead-letter queues, with the reason each was put there
   dlq redrive
             send every dead-lettered message back to its stage (once the cause is fixed)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -182,4 +183,27 @@ func TestReplayDuringLiveLoad(t *testing.T) {
 	}
 	t.Logf("%d replays and %d verifies (%d while orders were moving) over %d orders, %d events, %d emails; %s",
 		replays, verifies, duringLoad, len(orders), events, emails, strings.TrimSpace(out))
+}
+
+// TestServeRebuildsAStaleProjection deploys "new projection code": the stored version differs
+// from projections.OrdersVersion, so `orderd serve` rebuilds the table in the background
+// while it serves, and records the new version.
+func TestServeRebuildsAStaleProjection(t *testing.T) {
+	env := testenv.New(t).WithMessaging(t)
+	env.MustExec(t, `UPDATE projections SET version = ? WHERE name = 'orders'`, projections.OrdersVersion-1)
+	srv := startOrderd(t, env, map[string]string{"MAIL_FROM": "orders@" + env.ID + ".example"})
+	waitFor(t, 30*time.Second, "the stale projection to be rebuilt", func() (bool, string) {
+		var v int
+		var rebuilt sql.NullTime
+		if err := env.DB.QueryRow(`SELECT version, rebuilt_at FROM projections WHERE name = 'orders'`).Scan(&v, &rebuilt); err != nil {
+			return false, err.Error()
+		}
+		return v == projections.OrdersVersion && rebuilt.Valid, fmt.Sprintf("version %d, rebuilt at %v", v, rebuilt)
+	})
+	// And it still serves: an order placed afterwards completes in the new table.
+	code, body := postJSON(t, srv.URL+"/place-order", `{"customerName":"After rebuild"}`)
+	if code != 200 {
+		t.Fatalf("place after rebuild: %d %s", code, body)
+	}
+	waitFinished(t, env, 1, 30*time.Second)
 }

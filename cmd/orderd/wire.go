@@ -275,6 +275,20 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	defer cancel()
 	errc := make(chan error, 3)
 	var wg sync.WaitGroup
+	if cfg.RebuildOnVersionChange {
+		// A deploy whose projection code changed its version rebuilds the table while serving.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rebuilt, err := projections.RebuildIfStale(runCtx, s.db, nil)
+			switch {
+			case err != nil && !errors.Is(err, context.Canceled):
+				log.Error("rebuild of the orders projection failed", "error", err)
+			case rebuilt:
+				log.Info("orders projection rebuilt for its new version", "version", projections.OrdersVersion)
+			}
+		}()
+	}
 	if s.relay != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = s.relay.Run(runCtx) }()
