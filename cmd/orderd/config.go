@@ -87,7 +87,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		MaxReceiveCount: 5,
 	}
 	var err error
-	if c.ConsumersPerQueue, err = strconv.Atoi(get("CONSUMERS_PER_QUEUE", "16")); err != nil || c.ConsumersPerQueue < 1 || c.ConsumersPerQueue > 64 {
+	if c.ConsumersPerQueue, err = strconv.Atoi(get("CONSUMERS_PER_QUEUE", "8")); err != nil || c.ConsumersPerQueue < 1 || c.ConsumersPerQueue > 64 {
 		return config{}, fmt.Errorf("CONSUMERS_PER_QUEUE: must be a whole number from 1 to 64, got %q", getenv("CONSUMERS_PER_QUEUE"))
 	}
 	if c.DeclineAboveCents, err = strconv.ParseInt(get("PAYMENT_DECLINE_ABOVE_CENTS", "100000"), 10, 64); err != nil || c.DeclineAboveCents < 0 {
