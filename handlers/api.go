@@ -110,13 +110,9 @@ type orderAccepted struct {
 }
 
 func (a *API) postOrder(w http.ResponseWriter, r *http.Request) {
-	body, err := readJSONBody(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
 	var req orderRequest
-	if err := decodeStrict(body, &req); err != nil {
+	body, err := decodeRequest(r, &req)
+	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -161,13 +157,9 @@ type seedRequest struct {
 }
 
 func (a *API) placeOrderSeed(w http.ResponseWriter, r *http.Request) {
-	body, err := readJSONBody(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
 	var req seedRequest
-	if err := decodeStrict(body, &req); err != nil {
+	body, err := decodeRequest(r, &req)
+	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -277,6 +269,16 @@ func correlationID(r *http.Request) string {
 		return id
 	}
 	return rand.Text()
+}
+
+// decodeRequest reads a JSON request body into v and returns the raw body too (it keys
+// idempotent replays).
+func decodeRequest(r *http.Request, v any) ([]byte, error) {
+	body, err := readJSONBody(r)
+	if err != nil {
+		return nil, err
+	}
+	return body, decodeStrict(body, v)
 }
 
 // readJSONBody checks the content type and reads a bounded body.
