@@ -162,3 +162,21 @@ func describe(q string, m types.Message) Message {
 func isPoisonKey(k string) bool {
 	return strings.HasSuffix(k, "_poisoned")
 }
+
+// Depths returns how many messages wait in each dead-letter queue, by stage queue name.
+func (a *Admin) Depths(ctx context.Context) (map[string]int, error) {
+	out := map[string]int{}
+	for _, q := range a.cfg.All() {
+		url, err := a.url(ctx, q+queues.DLQSuffix)
+		if err != nil {
+			return out, err
+		}
+		attrs, err := a.client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: &url,
+			AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameApproximateNumberOfMessages}})
+		if err != nil {
+			return out, fmt.Errorf("count %s: %w", q+queues.DLQSuffix, err)
+		}
+		out[q], _ = strconv.Atoi(attrs.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessages)])
+	}
+	return out, nil
+}

@@ -27,7 +27,7 @@ const maxConflictRetries = 5
 type Store struct {
 	db       *sql.DB
 	hooks    []Hook
-	onCommit []func()
+	onCommit []func(appended []Record)
 	now      func() time.Time
 }
 
@@ -44,9 +44,10 @@ func New(db *sql.DB, hooks ...Hook) (*Store, error) {
 	return &Store{db: db, hooks: hooks, now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}, nil
 }
 
-// OnCommit registers f to run after every committed append (e.g. to wake the relay).
+// OnCommit registers f to run after every committed append with the records it appended
+// (to wake the relay, to count events).
 // It is not safe to call once the store is in use.
-func (s *Store) OnCommit(f func()) { s.onCommit = append(s.onCommit, f) }
+func (s *Store) OnCommit(f func(appended []Record)) { s.onCommit = append(s.onCommit, f) }
 
 // Load returns the order's stream, oldest first, and the order folded from it.
 func (s *Store) Load(ctx context.Context, id domain.OrderID) ([]Record, *domain.Order, error) {
@@ -135,10 +136,11 @@ func (s *Store) Create(ctx context.Context, req CreateRequest, decide func(id do
 	if err != nil {
 		return 0, err
 	}
-	if _, err := s.appendRecords(ctx, tx, id, nil, events, req.Metadata); err != nil {
+	appended, err := s.appendRecords(ctx, tx, id, nil, events, req.Metadata)
+	if err != nil {
 		return 0, fmt.Errorf("create order %d: %w", id, err)
 	}
-	if err := s.commit(tx); err != nil {
+	if err := s.commit(tx, appended); err != nil {
 		return 0, fmt.Errorf("create order %d: %w", id, err)
 	}
 	return id, nil
@@ -224,7 +226,7 @@ func (s *Store) tryUpdate(ctx context.Context, id domain.OrderID, md Metadata, d
 	if err != nil {
 		return nil, err
 	}
-	if err := s.commit(tx); err != nil {
+	if err := s.commit(tx, appended); err != nil {
 		return nil, fmt.Errorf("update order %d: %w", id, err)
 	}
 	return appended, nil
@@ -273,12 +275,12 @@ func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, id domain.OrderID
 	return appended, nil
 }
 
-func (s *Store) commit(tx *sql.Tx) error {
+func (s *Store) commit(tx *sql.Tx, appended []Record) error {
 	if err := tx.Commit(); err != nil {
 		return err
 	}
 	for _, f := range s.onCommit {
-		f()
+		f(appended)
 	}
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/metrics"
 	"orderd/ordering"
 	"orderd/projections"
 )
@@ -37,6 +38,8 @@ type HealthCheck func(ctx context.Context) map[string]error
 
 // API serves the HTTP API.
 type API struct {
+	metrics *metrics.Metrics
+	ready   HealthCheck
 	placer  *ordering.Placer
 	dead    *deadletter.Log
 	orders  *projections.Reader
@@ -52,17 +55,20 @@ type Config struct {
 	Orders         *projections.Reader
 	Store          *eventstore.Store
 	DeadLetters    *deadletter.Log
-	Health         HealthCheck
+	Health         HealthCheck // /healthz: the dependencies answer
+	Ready          HealthCheck // /readyz: ready for traffic (dependencies, migrations, lag)
+	Metrics        *metrics.Metrics
 	AllowedOrigins []string // CORS; "*" allows any origin
 	Log            *slog.Logger
 }
 
 // New returns the API.
 func New(c Config) (*API, error) {
-	if c.Placer == nil || c.Orders == nil || c.Store == nil || c.DeadLetters == nil || c.Health == nil || c.Log == nil {
-		return nil, errors.New("handlers: New needs a placer, an orders reader, a store, a dead-letter log, a health check and a logger")
+	if c.Placer == nil || c.Orders == nil || c.Store == nil || c.DeadLetters == nil || c.Health == nil || c.Ready == nil || c.Metrics == nil || c.Log == nil {
+		return nil, errors.New("handlers: New needs a placer, an orders reader, a store, a dead-letter log, health and readiness checks, metrics and a logger")
 	}
-	return &API{placer: c.Placer, orders: c.Orders, store: c.Store, dead: c.DeadLetters, health: c.Health, origins: c.AllowedOrigins, log: c.Log}, nil
+	return &API{placer: c.Placer, orders: c.Orders, store: c.Store, dead: c.DeadLetters, health: c.Health, ready: c.Ready,
+		metrics: c.Metrics, origins: c.AllowedOrigins, log: c.Log}, nil
 }
 
 // Handler returns the whole HTTP API.
@@ -72,7 +78,10 @@ func (a *API) Handler() http.Handler {
 	r.HandleFunc("/place-order", a.placeOrderSeed).Methods(http.MethodPost)
 	r.HandleFunc("/orders/{id}", a.getOrder).Methods(http.MethodGet)
 	r.HandleFunc("/orders/{id}/events", a.getEvents).Methods(http.MethodGet)
-	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet)
+	r.HandleFunc("/healthz", a.checks(a.health)).Methods(http.MethodGet)
+	r.HandleFunc("/readyz", a.checks(a.ready)).Methods(http.MethodGet)
+	r.Handle("/metrics", a.metrics.Handler()).Methods(http.MethodGet)
+	r.Use(a.instrument)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		a.writeError(w, req, &httpError{status: http.StatusNotFound, code: "not_found", message: "no such endpoint: " + req.URL.Path})
 	})
@@ -241,18 +250,49 @@ func (a *API) getEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"orderId": id, "events": recs})
 }
 
-func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
-	checks := map[string]string{}
-	status := http.StatusOK
-	for name, err := range a.health(ctx) {
-		checks[name] = "ok"
-		if err != nil {
-			checks[name], status = err.Error(), http.StatusServiceUnavailable
+// checks answers 200 when every check passes and 503 otherwise, naming each check's result.
+func (a *API) checks(check HealthCheck) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		results := map[string]string{}
+		status := http.StatusOK
+		for name, err := range check(ctx) {
+			results[name] = "ok"
+			if err != nil {
+				results[name], status = err.Error(), http.StatusServiceUnavailable
+			}
 		}
+		writeJSON(w, status, map[string]any{"status": map[bool]string{true: "ok", false: "unavailable"}[status == http.StatusOK], "checks": results})
 	}
-	writeJSON(w, status, map[string]any{"status": map[bool]string{true: "ok", false: "unavailable"}[status == http.StatusOK], "checks": checks})
+}
+
+// instrument counts and times every routed request by its route template, so that
+// /orders/42 and /orders/43 are one series.
+func (a *API) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		route := "unknown"
+		if cur := mux.CurrentRoute(r); cur != nil {
+			if tpl, err := cur.GetPathTemplate(); err == nil {
+				route = tpl
+			}
+		}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		start := time.Now()
+		next.ServeHTTP(rec, r)
+		a.metrics.HTTPDuration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+		a.metrics.HTTPRequests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
 }
 
 func orderID(r *http.Request) (domain.OrderID, error) {

@@ -17,6 +17,7 @@ import (
 	"orderd/deadletter"
 	"orderd/eventstore"
 	"orderd/internal/testenv"
+	"orderd/metrics"
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/projections"
@@ -56,6 +57,8 @@ func newAPIServer(t *testing.T) *apiServer {
 	api, err := New(Config{
 		Placer: placer, Orders: reader, Store: store, DeadLetters: dead,
 		Health:         func(context.Context) map[string]error { return map[string]error{"mysql": nil} },
+		Ready:          func(context.Context) map[string]error { return map[string]error{"mysql": nil} },
+		Metrics:        metrics.New(),
 		AllowedOrigins: []string{shopOrigin},
 		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

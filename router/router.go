@@ -15,6 +15,7 @@ import (
 
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/metrics"
 	"orderd/outbox"
 	"orderd/queues"
 )
@@ -63,9 +64,9 @@ type Config struct {
 // for the queue's dead-letter queue, with the reason in the metadata; transient failures are
 // retried briefly, then nacked so SQS redelivers them, and after MaxReceiveCount receives
 // SQS's redrive policy moves them to the same dead-letter queue.
-func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, log *slog.Logger, stages ...Stage) (*message.Router, error) {
-	if sub == nil || dlqPub == nil || log == nil {
-		return nil, errors.New("router: New needs a subscriber, a publisher and a logger")
+func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, m *metrics.Metrics, log *slog.Logger, stages ...Stage) (*message.Router, error) {
+	if sub == nil || dlqPub == nil || m == nil || log == nil {
+		return nil, errors.New("router: New needs a subscriber, a publisher, metrics and a logger")
 	}
 	if cfg.Consumers < 1 {
 		return nil, fmt.Errorf("router: consumers per queue must be at least 1, got %d", cfg.Consumers)
@@ -75,25 +76,32 @@ func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, log *slog
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
-	retry := middleware.Retry{
-		MaxRetries:      cfg.Retries,
-		InitialInterval: 50 * time.Millisecond,
-		MaxInterval:     time.Second,
-		Multiplier:      2,
-		ShouldRetry:     func(p middleware.RetryParams) bool { return !IsPermanent(p.Err) },
-		Logger:          wlog,
-	}
 	for _, st := range stages {
 		if st.Run == nil {
 			return nil, fmt.Errorf("router: stage %s has no function", st.Name)
 		}
 		queue := cfg.Queues.Name(st.Queue)
-		poison, err := middleware.PoisonQueueWithFilter(dlqPub, queue+queues.DLQSuffix, IsPermanent)
+		poison, err := middleware.PoisonQueueWithFilter(dlqPub, queue+queues.DLQSuffix, func(err error) bool {
+			if !IsPermanent(err) {
+				return false
+			}
+			m.StageMessages.WithLabelValues(st.Queue, "dead_lettered").Inc()
+			return true
+		})
 		if err != nil {
 			return nil, fmt.Errorf("router: %w", err)
 		}
+		retry := middleware.Retry{
+			MaxRetries:      cfg.Retries,
+			InitialInterval: 50 * time.Millisecond,
+			MaxInterval:     time.Second,
+			Multiplier:      2,
+			ShouldRetry:     func(p middleware.RetryParams) bool { return !IsPermanent(p.Err) },
+			OnRetryHook:     func(int, time.Duration) { m.StageRetries.WithLabelValues(st.Queue).Inc() },
+			Logger:          wlog,
+		}
 		for i := 1; i <= cfg.Consumers; i++ {
-			h := r.AddNoPublisherHandler(fmt.Sprintf("%s-%d", st.Name, i), queue, sub, handle(st.Run))
+			h := r.AddNoPublisherHandler(fmt.Sprintf("%s-%d", st.Name, i), queue, sub, handle(st, m, log))
 			// Outermost first: dead-letter what retries cannot fix; retry what they can;
 			// bound each attempt; turn panics into errors.
 			h.AddMiddleware(poison, retry.Middleware, middleware.Timeout(cfg.HandlerTimeout), middleware.Recoverer)
@@ -102,14 +110,26 @@ func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, log *slog
 	return r, nil
 }
 
-// handle adapts a stage to a Watermill handler: decode the message, run the stage.
-func handle(run StageFunc) message.NoPublishHandlerFunc {
+// handle adapts a stage to a Watermill handler: decode the message, run the stage, and
+// account for the attempt.
+func handle(st Stage, m *metrics.Metrics, log *slog.Logger) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
+		start := time.Now()
 		rec, err := eventstore.DecodeMessage(msg.Payload)
-		if err != nil {
-			return err
+		if err == nil {
+			err = st.Run(msg.Context(), rec)
 		}
-		return run(msg.Context(), rec)
+		m.StageDuration.WithLabelValues(st.Queue).Observe(time.Since(start).Seconds())
+		if err == nil {
+			m.StageMessages.WithLabelValues(st.Queue, "handled").Inc()
+			return nil
+		}
+		if !IsPermanent(err) {
+			m.StageMessages.WithLabelValues(st.Queue, "failed").Inc()
+		}
+		log.WarnContext(msg.Context(), "stage failed", "stage", st.Queue, "order_id", rec.StreamID, "event_id", msg.UUID,
+			"correlation_id", middleware.MessageCorrelationID(msg), "permanent", IsPermanent(err), "error", err)
+		return err
 	}
 }
 

@@ -32,6 +32,7 @@ var configKeys = []string{
 	"MYSQL_DSN", "SQS_ENDPOINT", "AWS_REGION", "QUEUE_PREFIX", "HTTP_ADDR", "SMTP_ADDR", "MAIL_FROM",
 	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "CONSUMERS_PER_QUEUE", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
 	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
+	"READY_MAX_LAG",
 }
 
 // config is the whole configuration, read once at start.
@@ -53,6 +54,9 @@ type config struct {
 	// RebuildOnVersionChange makes `serve` rebuild a projection in the background when its
 	// code version differs from the one it was built with.
 	RebuildOnVersionChange bool
+	// ReadyMaxLag is how far the relay may fall behind the log (the age of the oldest event
+	// not yet sent to SQS) before /readyz says the process is not ready.
+	ReadyMaxLag time.Duration
 
 	// VisibilityTimeout is how long SQS hides a received message; a message whose handler
 	// died comes back after it. HandlerTimeout is derived from it so that every in-process
@@ -101,6 +105,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return config{}, fmt.Errorf("VISIBILITY_TIMEOUT: must be whole seconds from 6s to 12h, got %q", getenv("VISIBILITY_TIMEOUT"))
 	}
 	c.HandlerTimeout = c.VisibilityTimeout / 6
+	if c.ReadyMaxLag, err = time.ParseDuration(get("READY_MAX_LAG", "60s")); err != nil || c.ReadyMaxLag < time.Second {
+		return config{}, fmt.Errorf("READY_MAX_LAG: must be a duration of at least 1s, got %q", getenv("READY_MAX_LAG"))
+	}
 	if c.RebuildOnVersionChange, err = strconv.ParseBool(get("REBUILD_ON_VERSION_CHANGE", "true")); err != nil {
 		return config{}, fmt.Errorf("REBUILD_ON_VERSION_CHANGE: must be true or false, got %q", getenv("REBUILD_ON_VERSION_CHANGE"))
 	}

@@ -20,6 +20,7 @@ import (
 	"orderd/eventstore"
 	"orderd/internal/testenv"
 	"orderd/mail"
+	"orderd/metrics"
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/payment"
@@ -172,7 +173,7 @@ func duplicatesSeam(t *testing.T, env *testenv.Env, mailDomain string) *duplicat
 	d := &duplicates{gateway: &recordingGateway{inner: payment.Simulated{DeclineAboveCents: cfg.DeclineAboveCents}}, delivered: map[string]int{}}
 	relay, err := outbox.NewRelay(db, &publishTwice{Publisher: pub, sent: &d.published}, log, outbox.RelayConfig{PollInterval: 20 * time.Millisecond})
 	must(t, err)
-	store.OnCommit(relay.Kick)
+	store.OnCommit(func([]eventstore.Record) { relay.Kick() })
 	stages, err := ordering.NewStages(ordering.StagesConfig{Store: store, Catalog: catalog, Gateway: d.gateway,
 		Mailer: noMail{}, MailFrom: cfg.MailFrom, Log: log})
 	must(t, err)
@@ -182,7 +183,7 @@ func duplicatesSeam(t *testing.T, env *testenv.Env, mailDomain string) *duplicat
 		d.mu.Unlock()
 		return stages.Payment(ctx, rec)
 	}
-	r, err := router.New(router.Config{Queues: qcfg, Consumers: cfg.ConsumersPerQueue, HandlerTimeout: cfg.HandlerTimeout, Retries: cfg.Retries}, sub, dlqPub, log,
+	r, err := router.New(router.Config{Queues: qcfg, Consumers: cfg.ConsumersPerQueue, HandlerTimeout: cfg.HandlerTimeout, Retries: cfg.Retries}, sub, dlqPub, metrics.New(), log,
 		router.Stage{Name: "payment-charge-or-refund", Queue: queues.PaymentQueue, Run: pay})
 	must(t, err)
 

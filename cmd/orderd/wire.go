@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	wmetrics "github.com/ThreeDotsLabs/watermill/components/metrics"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -24,6 +25,7 @@ import (
 	"orderd/eventstore"
 	"orderd/handlers"
 	"orderd/mail"
+	"orderd/metrics"
 	"orderd/migrations"
 	"orderd/ordering"
 	"orderd/outbox"
@@ -116,6 +118,7 @@ type service struct {
 	sweeper *outbox.Sweeper
 	router  *message.Router
 	http    *http.Server
+	metrics *metrics.Metrics
 	closers []func() error
 }
 
@@ -160,6 +163,19 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 	if s.store, err = eventstore.New(s.db, projections.Orders{}, writer); err != nil {
 		return nil, err
 	}
+	s.metrics = metrics.New()
+	s.store.OnCommit(func(appended []eventstore.Record) {
+		for _, r := range appended {
+			s.metrics.EventsAppended.WithLabelValues(r.Type).Inc()
+		}
+	})
+	dlqAdmin, err := deadletter.NewAdmin(sqsClient, qcfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.metrics.WatchState(s.db, dlqAdmin.Depths, log); err != nil {
+		return nil, err
+	}
 	if cfg.runs(componentRelay) {
 		recreate := func(ctx context.Context) error { return queues.Ensure(ctx, sqsClient, qcfg) }
 		batchPub, err := queues.NewBatchPublisher(sqsClient)
@@ -169,7 +185,7 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 		if s.relay, err = outbox.NewRelay(s.db, batchPub, log, outbox.RelayConfig{Recover: recreate}); err != nil {
 			return nil, err
 		}
-		s.store.OnCommit(s.relay.Kick)
+		s.store.OnCommit(func([]eventstore.Record) { s.relay.Kick() })
 		if s.sweeper, err = outbox.NewSweeper(s.db, s.store, writer, log, outbox.SweeperConfig{StuckAfter: cfg.RedriveAfter}); err != nil {
 			return nil, err
 		}
@@ -231,8 +247,13 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 		return err
 	}
 	s.router, err = router.New(router.Config{Queues: qcfg, Consumers: s.cfg.ConsumersPerQueue,
-		HandlerTimeout: s.cfg.HandlerTimeout, Retries: s.cfg.Retries}, sub, dlqPub, s.log, enabled...)
-	return err
+		HandlerTimeout: s.cfg.HandlerTimeout, Retries: s.cfg.Retries}, sub, dlqPub, s.metrics, s.log, enabled...)
+	if err != nil {
+		return err
+	}
+	// Watermill's own metrics: messages received and acked per handler, handler execution time.
+	wmetrics.NewPrometheusMetricsBuilder(s.metrics.Registerer(), "orderd", "watermill").AddPrometheusRouterMetrics(s.router)
+	return nil
 }
 
 func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *ordering.Catalog) error {
@@ -250,8 +271,13 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 	}
 	api, err := handlers.New(handlers.Config{
 		Placer: placer, Orders: reader, Store: s.store, DeadLetters: deadLog, AllowedOrigins: s.cfg.AllowedOrigins, Log: s.log,
+		Metrics: s.metrics,
 		Health: func(ctx context.Context) map[string]error {
 			return map[string]error{"mysql": s.db.PingContext(ctx), "sqs": queues.Ping(ctx, sqsClient, qcfg)}
+		},
+		Ready: func(ctx context.Context) map[string]error {
+			return map[string]error{"mysql": s.db.PingContext(ctx), "sqs": queues.Ping(ctx, sqsClient, qcfg),
+				"migrations": migrationsApplied(ctx, s.db), "relay_lag": relayLag(ctx, s.db, s.cfg.ReadyMaxLag)}
 		},
 	})
 	if err != nil {
@@ -315,7 +341,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	}
 	if cfg.PprofAddr != "" {
 		// Profiling on its own listener, never on the API's: it is for operators, not customers.
-		pprofSrv := &http.Server{Addr: cfg.PprofAddr, Handler: http.DefaultServeMux, ReadHeaderTimeout: 5 * time.Second}
+		ops := http.NewServeMux()
+		ops.Handle("/debug/pprof/", http.DefaultServeMux)
+		ops.Handle("/metrics", s.metrics.Handler()) // for processes that run no API
+		pprofSrv := &http.Server{Addr: cfg.PprofAddr, Handler: ops, ReadHeaderTimeout: 5 * time.Second}
 		go func() { log.Info("pprof listening", "addr", cfg.PprofAddr, "error", pprofSrv.ListenAndServe()) }()
 		defer pprofSrv.Close()
 	}
@@ -360,4 +389,28 @@ func endpointName(e string) string {
 		return "AWS"
 	}
 	return e
+}
+
+// migrationsApplied fails while the database lacks a migration this binary expects.
+func migrationsApplied(ctx context.Context, db *sql.DB) error {
+	pending, err := migrations.Pending(ctx, db)
+	if err != nil {
+		return err
+	}
+	if len(pending) > 0 {
+		return fmt.Errorf("not applied: %v", pending)
+	}
+	return nil
+}
+
+// relayLag fails when the oldest event waiting to be relayed to SQS is older than limit.
+func relayLag(ctx context.Context, db *sql.DB, limit time.Duration) error {
+	var oldest sql.NullTime
+	if err := db.QueryRowContext(ctx, `SELECT MIN(created_at) FROM outbox`).Scan(&oldest); err != nil {
+		return err
+	}
+	if oldest.Valid && time.Since(oldest.Time) > limit {
+		return fmt.Errorf("the oldest unrelayed event is %s old (limit %s)", time.Since(oldest.Time).Round(time.Second), limit)
+	}
+	return nil
 }
