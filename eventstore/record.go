@@ -18,6 +18,9 @@ import (
 type Metadata struct {
 	CorrelationID string `json:"correlationId,omitempty"`
 	CausationID   string `json:"causationId,omitempty"`
+	// TraceParent is the W3C trace context of the span that appended the event, so the work
+	// it causes (in another process, after SQS) joins the same trace.
+	TraceParent string `json:"traceParent,omitempty"`
 }
 
 // Record is an event as stored in the log.

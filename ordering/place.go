@@ -10,6 +10,7 @@ import (
 
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/tracing"
 )
 
 // Placer places orders.
@@ -47,7 +48,7 @@ func (p *Placer) Place(ctx context.Context, req PlaceRequest) (id domain.OrderID
 	id, err = p.store.Create(ctx, eventstore.CreateRequest{
 		IdempotencyKey: req.IdempotencyKey,
 		RequestHash:    req.RequestHash,
-		Metadata:       eventstore.Metadata{CorrelationID: req.CorrelationID, CausationID: req.CorrelationID},
+		Metadata:       eventstore.Metadata{CorrelationID: req.CorrelationID, CausationID: req.CorrelationID, TraceParent: tracing.Parent(ctx)},
 	}, func(domain.OrderID) ([]domain.Event, error) {
 		return domain.Place(req.Placement)
 	})

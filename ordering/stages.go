@@ -13,6 +13,7 @@ import (
 	"orderd/eventstore"
 	"orderd/mail"
 	"orderd/payment"
+	"orderd/tracing"
 )
 
 // Stages runs the three stages of an order's path. Each stage is given the event that
@@ -150,7 +151,7 @@ func (s *Stages) run(ctx context.Context, stage string, trigger eventstore.Recor
 	if !slices.Contains(accepts, trigger.Type) {
 		return domain.Invalid("type", "the %s stage does not handle %s events", stage, trigger.Type)
 	}
-	md := eventstore.Metadata{CorrelationID: trigger.Metadata.CorrelationID, CausationID: trigger.EventID()}
+	md := eventstore.Metadata{CorrelationID: trigger.Metadata.CorrelationID, CausationID: trigger.EventID(), TraceParent: tracing.Parent(ctx)}
 	_, err := s.store.UpdateTx(ctx, trigger.StreamID, md, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
 		// Every step is due because of the stream's latest event, so only that event may
 		// drive it: an older one is a redelivery whose step was taken (a stale OrderPlaced

@@ -44,14 +44,14 @@ func (w *Writer) AfterAppend(ctx context.Context, tx *sql.Tx, _, appended []even
 		if err != nil {
 			return fmt.Errorf("outbox: encode %s: %w", rec.EventID(), err)
 		}
-		ph = append(ph, "(?, ?, ?, ?, ?, ?, ?)")
-		args = append(args, rec.Position, queue, rec.EventID(), rec.Type, rec.Metadata.CorrelationID, body, rec.OccurredAt)
+		ph = append(ph, "(?, ?, ?, ?, ?, ?, ?, ?)")
+		args = append(args, rec.Position, queue, rec.EventID(), rec.Type, rec.Metadata.CorrelationID, rec.Metadata.TraceParent, body, rec.OccurredAt)
 	}
 	if len(ph) == 0 {
 		return nil
 	}
 	// A row may already be there when the sweeper re-drives an event the relay has not sent yet.
-	_, err := tx.ExecContext(ctx, `INSERT INTO outbox (position, queue, event_id, event_type, correlation_id, body, created_at) VALUES `+
+	_, err := tx.ExecContext(ctx, `INSERT INTO outbox (position, queue, event_id, event_type, correlation_id, traceparent, body, created_at) VALUES `+
 		strings.Join(ph, ", ")+` ON DUPLICATE KEY UPDATE position = position`, args...)
 	if err != nil {
 		return fmt.Errorf("outbox: insert: %w", err)

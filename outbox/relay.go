@@ -18,6 +18,8 @@ import (
 const (
 	MetaEventType = "event_type"
 	MetaEventID   = "event_id"
+	// MetaTraceParent carries the W3C trace context (see package tracing).
+	MetaTraceParent = "traceparent"
 )
 
 // RelayConfig tunes the relay. Zero values take the defaults.
@@ -135,6 +137,7 @@ type row struct {
 	eventID       string
 	eventType     string
 	correlationID string
+	traceParent   string
 	body          []byte
 }
 
@@ -176,7 +179,7 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 }
 
 func (r *Relay) claim(ctx context.Context, tx *sql.Tx) ([]row, error) {
-	q, err := tx.QueryContext(ctx, `SELECT position, queue, event_id, event_type, correlation_id, body
+	q, err := tx.QueryContext(ctx, `SELECT position, queue, event_id, event_type, correlation_id, traceparent, body
 		FROM outbox ORDER BY position LIMIT ? FOR UPDATE SKIP LOCKED`, r.cfg.Batch)
 	if err != nil {
 		return nil, fmt.Errorf("relay: claim rows: %w", err)
@@ -185,7 +188,7 @@ func (r *Relay) claim(ctx context.Context, tx *sql.Tx) ([]row, error) {
 	var rows []row
 	for q.Next() {
 		var rw row
-		if err := q.Scan(&rw.position, &rw.queue, &rw.eventID, &rw.eventType, &rw.correlationID, &rw.body); err != nil {
+		if err := q.Scan(&rw.position, &rw.queue, &rw.eventID, &rw.eventType, &rw.correlationID, &rw.traceParent, &rw.body); err != nil {
 			return nil, fmt.Errorf("relay: claim rows: %w", err)
 		}
 		rows = append(rows, rw)
@@ -227,6 +230,9 @@ func (r *Relay) publish(rows []row) []int64 {
 					msgs[i].Metadata.Set(MetaEventID, rw.eventID)
 					if rw.correlationID != "" {
 						middleware.SetCorrelationID(rw.correlationID, msgs[i])
+					}
+					if rw.traceParent != "" {
+						msgs[i].Metadata.Set(MetaTraceParent, rw.traceParent)
 					}
 				}
 				if err := r.pub.Publish(queue, msgs...); err != nil {

@@ -12,8 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/tracing"
 )
 
 // OrderRow is one row of the orders table. Apply is the only code that computes it, for
@@ -148,6 +151,8 @@ type Orders struct{}
 
 // AfterAppend implements eventstore.Hook.
 func (Orders) AfterAppend(ctx context.Context, tx *sql.Tx, history, _ []eventstore.Record) error {
+	ctx, span := tracing.Start(ctx, "project orders", trace.SpanKindInternal)
+	defer span.End()
 	return writeRows(ctx, tx, OrdersTable, []OrderRow{FoldOrder(history)})
 }
 

@@ -12,12 +12,16 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/metrics"
 	"orderd/outbox"
 	"orderd/queues"
+	"orderd/tracing"
 )
 
 // Route returns the outbox route of the order flow: each event goes to the queue of the stage
@@ -115,9 +119,17 @@ func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, m *metric
 func handle(st Stage, m *metrics.Metrics, log *slog.Logger) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		start := time.Now()
+		// The stage's span continues the trace of the append that produced the message.
+		ctx, span := tracing.Start(tracing.FromParent(msg.Context(), msg.Metadata.Get(outbox.MetaTraceParent)), "stage "+st.Queue, trace.SpanKindConsumer)
+		defer span.End()
 		rec, err := eventstore.DecodeMessage(msg.Payload)
 		if err == nil {
-			err = st.Run(msg.Context(), rec)
+			span.SetAttributes(attribute.Int64("order.id", int64(rec.StreamID)), attribute.String("event.id", rec.EventID()), attribute.String("event.type", rec.Type))
+			err = st.Run(ctx, rec)
+		}
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
 		}
 		m.StageDuration.WithLabelValues(st.Queue).Observe(time.Since(start).Seconds())
 		if err == nil {
@@ -127,7 +139,7 @@ func handle(st Stage, m *metrics.Metrics, log *slog.Logger) message.NoPublishHan
 		if !IsPermanent(err) {
 			m.StageMessages.WithLabelValues(st.Queue, "failed").Inc()
 		}
-		log.WarnContext(msg.Context(), "stage failed", "stage", st.Queue, "order_id", rec.StreamID, "event_id", msg.UUID,
+		log.WarnContext(ctx, "stage failed", "stage", st.Queue, "order_id", rec.StreamID, "event_id", msg.UUID,
 			"correlation_id", middleware.MessageCorrelationID(msg), "permanent", IsPermanent(err), "error", err)
 		return err
 	}

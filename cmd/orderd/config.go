@@ -32,7 +32,7 @@ var configKeys = []string{
 	"MYSQL_DSN", "SQS_ENDPOINT", "AWS_REGION", "QUEUE_PREFIX", "HTTP_ADDR", "SMTP_ADDR", "MAIL_FROM",
 	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "CONSUMERS_PER_QUEUE", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
 	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
-	"READY_MAX_LAG",
+	"READY_MAX_LAG", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 }
 
 // config is the whole configuration, read once at start.
@@ -57,6 +57,9 @@ type config struct {
 	// ReadyMaxLag is how far the relay may fall behind the log (the age of the oldest event
 	// not yet sent to SQS) before /readyz says the process is not ready.
 	ReadyMaxLag time.Duration
+	// Tracing is on when an OTEL_* variable names an exporter or an endpoint; the
+	// OpenTelemetry SDK reads the rest of its OTEL_* settings itself.
+	Tracing bool
 
 	// VisibilityTimeout is how long SQS hides a received message; a message whose handler
 	// died comes back after it. HandlerTimeout is derived from it so that every in-process
@@ -105,6 +108,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return config{}, fmt.Errorf("VISIBILITY_TIMEOUT: must be whole seconds from 6s to 12h, got %q", getenv("VISIBILITY_TIMEOUT"))
 	}
 	c.HandlerTimeout = c.VisibilityTimeout / 6
+	exporter := get("OTEL_TRACES_EXPORTER", "")
+	c.Tracing = (exporter != "" && exporter != "none") ||
+		(exporter == "" && (get("OTEL_EXPORTER_OTLP_ENDPOINT", "") != "" || get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "") != ""))
 	if c.ReadyMaxLag, err = time.ParseDuration(get("READY_MAX_LAG", "60s")); err != nil || c.ReadyMaxLag < time.Second {
 		return config{}, fmt.Errorf("READY_MAX_LAG: must be a duration of at least 1s, got %q", getenv("READY_MAX_LAG"))
 	}

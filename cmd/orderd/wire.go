@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-sql-driver/mysql"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"orderd/deadletter"
 	"orderd/eventstore"
@@ -33,6 +34,7 @@ import (
 	"orderd/projections"
 	"orderd/queues"
 	"orderd/router"
+	"orderd/tracing"
 )
 
 func newLogger(w io.Writer) *slog.Logger {
@@ -283,7 +285,11 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 	if err != nil {
 		return err
 	}
-	s.http = &http.Server{Addr: s.cfg.HTTPAddr, Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second,
+	// Each request is a span; POST /orders starts the trace its order follows through the stages.
+	handler := otelhttp.NewHandler(api.Handler(), "http", otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+		return r.Method + " " + r.URL.Path
+	}))
+	s.http = &http.Server{Addr: s.cfg.HTTPAddr, Handler: handler, ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
 	return nil
 }
@@ -291,6 +297,13 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 // serve runs the service until ctx is cancelled, then shuts down in reverse order: stop
 // taking requests, let in-flight handlers finish, stop the relay, close the pool.
 func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
+	if cfg.Tracing {
+		shutdown, err := tracing.Setup(ctx)
+		if err != nil {
+			return err
+		}
+		defer shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // best effort: flush what is left
+	}
 	s, err := newService(ctx, cfg, log)
 	if err != nil {
 		return err
