@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/go-sql-driver/mysql"
+
+	"orderd/lambdastage"
+	"orderd/queues"
+)
+
+// config is the function's configuration, read from the environment only.
+type config struct {
+	Stage             string
+	MySQLDSN          string // MYSQL_DSN: local runs and tests
+	DBSecretARN       string // DB_SECRET_ARN: in AWS, the DSN's parts come from Secrets Manager
+	DBName            string // DB_NAME: the database, when the secret names none
+	Region            string
+	QueuePrefix       string
+	SMTPAddr          string
+	MailFrom          string
+	DeclineAboveCents int64
+	MySQLMaxConns     int
+}
+
+func loadConfig(getenv func(string) string) (config, error) {
+	get := func(k, def string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	c := config{
+		Stage:       getenv("STAGE"),
+		MySQLDSN:    getenv("MYSQL_DSN"),
+		DBSecretARN: getenv("DB_SECRET_ARN"),
+		DBName:      get("DB_NAME", "orderd"),
+		Region:      get("AWS_REGION", "us-east-1"),
+		QueuePrefix: getenv("QUEUE_PREFIX"),
+		SMTPAddr:    get("SMTP_ADDR", "127.0.0.1:1025"),
+		MailFrom:    get("MAIL_FROM", "orders@shop.localhost"),
+	}
+	var err error
+	switch c.Stage {
+	case lambdastage.StagePayment, lambdastage.StageInventory, lambdastage.StageEmail:
+	default:
+		return c, fmt.Errorf("STAGE: want payment, inventory or email, got %q", c.Stage)
+	}
+	if c.MySQLDSN == "" && c.DBSecretARN == "" {
+		return c, errors.New("MYSQL_DSN or DB_SECRET_ARN: one must be set")
+	}
+	if c.DeclineAboveCents, err = strconv.ParseInt(get("PAYMENT_DECLINE_ABOVE_CENTS", "100000"), 10, 64); err != nil || c.DeclineAboveCents < 0 {
+		return c, fmt.Errorf("PAYMENT_DECLINE_ABOVE_CENTS: want a non-negative integer, got %q", getenv("PAYMENT_DECLINE_ABOVE_CENTS"))
+	}
+	// One connection per record of a batch (at most ten), each held for one transaction.
+	if c.MySQLMaxConns, err = strconv.Atoi(get("MYSQL_MAX_CONNS", "10")); err != nil || c.MySQLMaxConns < 1 {
+		return c, fmt.Errorf("MYSQL_MAX_CONNS: want a positive integer, got %q", getenv("MYSQL_MAX_CONNS"))
+	}
+	if a, err := mail.ParseAddress(c.MailFrom); err != nil || a.Address != c.MailFrom {
+		return c, fmt.Errorf("MAIL_FROM: must be a plain email address, got %q", c.MailFrom)
+	}
+	return c, nil
+}
+
+func (c config) stage() lambdastage.Config {
+	return lambdastage.Config{
+		Stage: c.Stage, Queues: queues.Config{Region: c.Region, Prefix: c.QueuePrefix},
+		SMTPAddr: c.SMTPAddr, MailFrom: c.MailFrom, DeclineAboveCents: c.DeclineAboveCents,
+	}
+}
+
+// secretGetter is the one Secrets Manager call the function makes.
+type secretGetter interface {
+	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
+}
+
+// dsn returns the MySQL configuration: MYSQL_DSN when set, else the secret DB_SECRET_ARN
+// names, with the options the code relies on (parseTime, UTC, client-side interpolation).
+func (c config) dsn(ctx context.Context, sm secretGetter) (*mysql.Config, error) {
+	if c.MySQLDSN != "" {
+		mc, err := mysql.ParseDSN(c.MySQLDSN)
+		if err != nil {
+			return nil, fmt.Errorf("MYSQL_DSN: %w", err)
+		}
+		return withOptions(mc), nil
+	}
+	out, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(c.DBSecretARN)})
+	if err != nil {
+		return nil, fmt.Errorf("read database secret %s: %w", c.DBSecretARN, err)
+	}
+	mc, err := parseSecret(aws.ToString(out.SecretString), c.DBName)
+	if err != nil {
+		return nil, fmt.Errorf("database secret %s: %w", c.DBSecretARN, err)
+	}
+	return withOptions(mc), nil
+}
+
+// dbSecret is the JSON shape of an RDS database secret (what RDS writes for a managed master
+// password, and what the console's "credentials for an Amazon RDS database" stores), or a
+// secret holding a whole DSN under "dsn".
+type dbSecret struct {
+	DSN      string          `json:"dsn"`
+	Username string          `json:"username"`
+	Password string          `json:"password"`
+	Host     string          `json:"host"`
+	Port     json.RawMessage `json:"port"` // RDS writes a number; people write strings
+	DBName   string          `json:"dbname"`
+}
+
+func parseSecret(s, defaultDB string) (*mysql.Config, error) {
+	var sec dbSecret
+	if err := json.Unmarshal([]byte(s), &sec); err != nil {
+		return nil, errors.New("not JSON: want {\"username\",\"password\",\"host\",\"port\",\"dbname\"} or {\"dsn\"}")
+	}
+	if sec.DSN != "" {
+		mc, err := mysql.ParseDSN(sec.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("dsn: %w", err)
+		}
+		return mc, nil
+	}
+	if sec.Username == "" || sec.Host == "" {
+		return nil, errors.New("names no username or host")
+	}
+	port := "3306"
+	if len(sec.Port) > 0 {
+		var n int
+		var str string
+		switch {
+		case json.Unmarshal(sec.Port, &n) == nil:
+			port = strconv.Itoa(n)
+		case json.Unmarshal(sec.Port, &str) == nil && str != "":
+			port = str
+		}
+	}
+	mc := mysql.NewConfig()
+	mc.User, mc.Passwd, mc.Net, mc.Addr = sec.Username, sec.Password, "tcp", net.JoinHostPort(sec.Host, port)
+	mc.DBName = sec.DBName
+	if mc.DBName == "" {
+		mc.DBName = defaultDB
+	}
+	return mc, nil
+}
+
+func withOptions(mc *mysql.Config) *mysql.Config {
+	mc.ParseTime, mc.Loc, mc.InterpolateParams = true, time.UTC, true
+	if mc.Timeout == 0 {
+		mc.Timeout = 5 * time.Second
+	}
+	return mc
+}

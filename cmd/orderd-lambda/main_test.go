@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"orderd/internal/testenv"
+)
+
+// TestLambdaBuild builds the function as `sam build` and the README do, for the
+// provided.al2023 runtime on arm64, so CI catches anything that breaks it.
+func TestLambdaBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a binary: skipped in -short mode")
+	}
+	out := filepath.Join(t.TempDir(), "bootstrap")
+	cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", out, ".")
+	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("GOOS=linux GOARCH=arm64 go build: %v\n%s", err, b)
+	}
+	st, err := os.Stat(out)
+	if err != nil || st.Size() == 0 {
+		t.Fatalf("no bootstrap binary: %v", err)
+	}
+	t.Logf("built bootstrap for linux/arm64: %d MiB", st.Size()>>20)
+}
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		err  string // a substring of the error, "" for none
+	}{
+		{"dsn", map[string]string{"STAGE": "payment", "MYSQL_DSN": "root@tcp(h)/orderd"}, ""},
+		{"secret", map[string]string{"STAGE": "email", "DB_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:1:secret:db"}, ""},
+		{"no stage", map[string]string{"MYSQL_DSN": "root@tcp(h)/orderd"}, "STAGE"},
+		{"other stage", map[string]string{"STAGE": "shipping", "MYSQL_DSN": "x"}, "STAGE"},
+		{"no database", map[string]string{"STAGE": "inventory"}, "DB_SECRET_ARN"},
+		{"bad limit", map[string]string{"STAGE": "payment", "MYSQL_DSN": "x", "PAYMENT_DECLINE_ABOVE_CENTS": "-1"}, "PAYMENT_DECLINE_ABOVE_CENTS"},
+		{"bad from", map[string]string{"STAGE": "email", "MYSQL_DSN": "x", "MAIL_FROM": "Shop <a@b.c>"}, "MAIL_FROM"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadConfig(env(tc.env))
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Errorf("error %v, want one naming %q", err, tc.err)
+			}
+		})
+	}
+}
+
+type fakeSecrets struct {
+	value string
+	asked string
+}
+
+func (f *fakeSecrets) GetSecretValue(_ context.Context, in *secretsmanager.GetSecretValueInput, _ ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
+	f.asked = aws.ToString(in.SecretId)
+	if f.value == "" {
+		return nil, errors.New("AccessDeniedException")
+	}
+	return &secretsmanager.GetSecretValueOutput{SecretString: aws.String(f.value)}, nil
+}
+
+func TestDSNFromSecret(t *testing.T) {
+	const arn = "arn:aws:secretsmanager:eu-west-1:1:secret:db"
+	for _, tc := range []struct{ secret, addr, user, db string }{
+		{`{"username":"admin","password":"p@ss:w/rd","host":"db.internal","port":3306,"dbname":"shop","engine":"mysql"}`, "db.internal:3306", "admin", "shop"},
+		{`{"username":"admin","password":"x","host":"db.internal","port":"3307"}`, "db.internal:3307", "admin", "orderd"},
+		{`{"dsn":"app:x@tcp(10.0.0.5:3306)/orders"}`, "10.0.0.5:3306", "app", "orders"},
+	} {
+		sm := &fakeSecrets{value: tc.secret}
+		cfg := config{DBSecretARN: arn, DBName: "orderd"}
+		mc, err := cfg.dsn(context.Background(), sm)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.secret, err)
+		}
+		if sm.asked != arn || mc.Addr != tc.addr || mc.User != tc.user || mc.DBName != tc.db || !mc.ParseTime || !mc.InterpolateParams {
+			t.Errorf("%s: asked %q, got %s@%s/%s parseTime=%v", tc.secret, sm.asked, mc.User, mc.Addr, mc.DBName, mc.ParseTime)
+		}
+	}
+	for _, bad := range []string{"", "user:pw@tcp(h)/db", `{"password":"x"}`} {
+		if _, err := (config{DBSecretARN: arn}).dsn(context.Background(), &fakeSecrets{value: bad}); err == nil {
+			t.Errorf("secret %q accepted", bad)
+		}
+	}
+}
+
+// TestSetupWiresAStage starts the function as Lambda would (minus lambda.Start) against a
+// real database, proving the wiring main uses.
+func TestSetupWiresAStage(t *testing.T) {
+	e := testenv.New(t)
+	fn, err := setup(context.Background(), env(map[string]string{"STAGE": "inventory", "MYSQL_DSN": e.DSN}),
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fn.Close()
+	resp, err := fn.Handler.Handle(context.Background(), eventsWithOneMalformedRecord())
+	if err != nil || len(resp.BatchItemFailures) != 1 {
+		t.Fatalf("malformed record: %v %+v", err, resp)
+	}
+	if n := e.Count(t, `SELECT COUNT(*) FROM dead_letters WHERE queue = 'InventoryStatusQueue'`); n != 1 {
+		t.Errorf("%d dead letters recorded by the inventory function, want 1", n)
+	}
+}
+
+func eventsWithOneMalformedRecord() events.SQSEvent {
+	return events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m1", Body: "{}", Attributes: map[string]string{"ApproximateReceiveCount": "1"}}}}
+}

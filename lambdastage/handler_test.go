@@ -1,0 +1,105 @@
+package lambdastage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/aws/aws-lambda-go/events"
+	_ "github.com/go-sql-driver/mysql"
+
+	"orderd/deadletter"
+	"orderd/domain"
+	"orderd/eventstore"
+)
+
+type fakeDead struct {
+	mu      sync.Mutex
+	letters []deadletter.Letter
+}
+
+func (f *fakeDead) Record(_ context.Context, l deadletter.Letter) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.letters = append(f.letters, l)
+	return nil
+}
+
+// body is a valid event message for order id at version v.
+func body(t *testing.T, id domain.OrderID, v int) string {
+	t.Helper()
+	b, err := eventstore.Record{StreamID: id, Version: v, Type: domain.TypeOrderPlaced, SchemaVersion: 2,
+		Event: domain.OrderPlaced{CustomerName: "Ada"}}.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestHandleReportsOnlyFailedRecords(t *testing.T) {
+	// The stage's verdict by order id: 1 succeeds, 2 is transient, 3 can never succeed, 4 panics.
+	run := func(_ context.Context, rec eventstore.Record) error {
+		switch rec.StreamID {
+		case 2:
+			return domain.Unavailable("mysql down")
+		case 3:
+			return domain.Invalid("type", "not for this stage")
+		case 4:
+			panic("bug")
+		}
+		return nil
+	}
+	dead := &fakeDead{}
+	h, err := NewHandler("PaymentStatusQueue", run, dead, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := map[string]string{"ApproximateReceiveCount": "1"}
+	ev := events.SQSEvent{Records: []events.SQSMessage{
+		{MessageId: "ok", Body: body(t, 1, 1), Attributes: first},
+		{MessageId: "transient", Body: body(t, 2, 1), Attributes: first},
+		{MessageId: "invalid", Body: body(t, 3, 1), Attributes: first},
+		{MessageId: "panics", Body: body(t, 4, 1), Attributes: first},
+		{MessageId: "malformed", Body: "not json", Attributes: first},
+		{MessageId: "invalid-again", Body: body(t, 3, 1), Attributes: map[string]string{"ApproximateReceiveCount": "2"}},
+	}}
+	resp, err := h.Handle(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed []string
+	for _, f := range resp.BatchItemFailures {
+		failed = append(failed, f.ItemIdentifier)
+	}
+	if want := []string{"transient", "invalid", "panics", "malformed", "invalid-again"}; !slices.Equal(failed, want) {
+		t.Errorf("failed %v, want %v", failed, want)
+	}
+	// Permanent failures are recorded once, on their first receive; transient ones never.
+	var got []string
+	for _, l := range dead.letters {
+		got = append(got, l.EventID)
+		if l.Queue != "PaymentStatusQueue" || l.Reason == "" {
+			t.Errorf("letter %+v", l)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"3-1", "4-1", "sqs:malformed"}; !slices.Equal(got, want) {
+		t.Errorf("dead letters %v, want %v", got, want)
+	}
+}
+
+func TestBuildRefusesUnknownStage(t *testing.T) {
+	db, err := sql.Open("mysql", "root@tcp(127.0.0.1:1)/none") // never connected
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := Build(db, Config{Stage: "shipping", SMTPAddr: "127.0.0.1:1", MailFrom: "a@b.c"}, slog.Default()); !errors.Is(err, errUnknownStage) {
+		t.Errorf("Build with STAGE=shipping: %v, want an unknown-stage error", err)
+	}
+}
