@@ -165,7 +165,7 @@ func (s *Stages) run(ctx context.Context, stage string, trigger eventstore.Recor
 		return decide(ctx, tx, o)
 	})
 	if errors.Is(err, domain.ErrStepNotDue) {
-		s.log.DebugContext(ctx, "step not due; redelivery ignored", "stage", stage, "order_id", trigger.StreamID, "event_id", trigger.EventID())
+		s.log.DebugContext(ctx, "step not due; redelivery ignored", "stage", stage, "order_id", trigger.StreamID, "event_id", trigger.EventID(), "correlation_id", trigger.Metadata.CorrelationID)
 		return nil
 	}
 	if err != nil {
