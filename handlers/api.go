@@ -38,6 +38,7 @@ type HealthCheck func(ctx context.Context) map[string]error
 
 // API serves the HTTP API.
 type API struct {
+	dash    *Dashboard
 	metrics *metrics.Metrics
 	ready   HealthCheck
 	placer  *ordering.Placer
@@ -58,17 +59,19 @@ type Config struct {
 	Health         HealthCheck // /healthz: the dependencies answer
 	Ready          HealthCheck // /readyz: ready for traffic (dependencies, migrations, lag)
 	Metrics        *metrics.Metrics
-	AllowedOrigins []string // CORS; "*" allows any origin
+	Dashboard      *Dashboard // the operator's page at /
+	AllowedOrigins []string   // CORS; "*" allows any origin
 	Log            *slog.Logger
 }
 
 // New returns the API.
 func New(c Config) (*API, error) {
-	if c.Placer == nil || c.Orders == nil || c.Store == nil || c.DeadLetters == nil || c.Health == nil || c.Ready == nil || c.Metrics == nil || c.Log == nil {
-		return nil, errors.New("handlers: New needs a placer, an orders reader, a store, a dead-letter log, health and readiness checks, metrics and a logger")
+	if c.Placer == nil || c.Orders == nil || c.Store == nil || c.DeadLetters == nil || c.Health == nil || c.Ready == nil ||
+		c.Metrics == nil || c.Dashboard == nil || c.Log == nil {
+		return nil, errors.New("handlers: New needs a placer, an orders reader, a store, a dead-letter log, health and readiness checks, metrics, a dashboard and a logger")
 	}
 	return &API{placer: c.Placer, orders: c.Orders, store: c.Store, dead: c.DeadLetters, health: c.Health, ready: c.Ready,
-		metrics: c.Metrics, origins: c.AllowedOrigins, log: c.Log}, nil
+		metrics: c.Metrics, dash: c.Dashboard, origins: c.AllowedOrigins, log: c.Log}, nil
 }
 
 // Handler returns the whole HTTP API.
@@ -81,6 +84,7 @@ func (a *API) Handler() http.Handler {
 	r.HandleFunc("/healthz", a.checks(a.health)).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", a.checks(a.ready)).Methods(http.MethodGet)
 	r.Handle("/metrics", a.metrics.Handler()).Methods(http.MethodGet)
+	a.dash.Routes(r)
 	r.Use(a.instrument)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		a.writeError(w, req, &httpError{status: http.StatusNotFound, code: "not_found", message: "no such endpoint: " + req.URL.Path})

@@ -54,8 +54,11 @@ func newAPIServer(t *testing.T) *apiServer {
 	must(t, err)
 	dead, err := deadletter.NewLog(env.DB)
 	must(t, err)
+	dash, err := NewDashboard(env.DB, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	must(t, err)
 	api, err := New(Config{
-		Placer: placer, Orders: reader, Store: store, DeadLetters: dead,
+		Dashboard: dash,
+		Placer:    placer, Orders: reader, Store: store, DeadLetters: dead,
 		Health:         func(context.Context) map[string]error { return map[string]error{"mysql": nil} },
 		Ready:          func(context.Context) map[string]error { return map[string]error{"mysql": nil} },
 		Metrics:        metrics.New(),

@@ -5,11 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,9 +17,7 @@ import (
 
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
-	"github.com/gorilla/mux"
 
-	"orderd/handlers"
 	"orderd/internal/testenv"
 	"orderd/ordering"
 )
@@ -279,10 +273,7 @@ func TestDashboardAPI(t *testing.T) {
 	t.Logf("orders paged newest first with counts; stuck flag from dead_letters; 4 invalid queries answered 400 with the field; stock, dead letters, lag (log position %d, 0 behind)", lag.Projection.LogPosition)
 }
 
-// dashboardBase returns where the dashboard is served: orderd itself once handlers wire
-// it, otherwise a front server in the test that mounts the dashboard's routes over the same
-// database and passes everything else to orderd (so the page's POST /orders and
-// GET /orders/{id}/events still reach the real service).
+// dashboardBase checks that orderd serves the dashboard at / and returns its base URL.
 func dashboardBase(t *testing.T, env *testenv.Env, orderdURL string) string {
 	t.Helper()
 	resp, err := http.Get(orderdURL + "/")
@@ -290,28 +281,10 @@ func dashboardBase(t *testing.T, env *testenv.Env, orderdURL string) string {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
-		return orderdURL
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET / = %d %s, want the dashboard page", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	t.Logf("orderd does not serve the dashboard at / yet: mounting handlers.Dashboard in front of it")
-	catalog, err := ordering.NewCatalog(env.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := handlers.NewDashboard(env.DB, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	target, err := url.Parse(orderdURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := mux.NewRouter()
-	d.Routes(r)
-	r.NotFoundHandler = httputil.NewSingleHostReverseProxy(target)
-	front := httptest.NewServer(r)
-	t.Cleanup(front.Close)
-	return front.URL
+	return orderdURL
 }
 
 // newBrowser starts headless Chromium with a fresh profile and returns a tab's context,

@@ -271,8 +271,13 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 	if err != nil {
 		return err
 	}
+	dash, err := handlers.NewDashboard(s.db, catalog, s.log)
+	if err != nil {
+		return err
+	}
 	api, err := handlers.New(handlers.Config{
-		Placer: placer, Orders: reader, Store: s.store, DeadLetters: deadLog, AllowedOrigins: s.cfg.AllowedOrigins, Log: s.log,
+		Dashboard: dash,
+		Placer:    placer, Orders: reader, Store: s.store, DeadLetters: deadLog, AllowedOrigins: s.cfg.AllowedOrigins, Log: s.log,
 		Metrics: s.metrics,
 		Health: func(ctx context.Context) map[string]error {
 			return map[string]error{"mysql": s.db.PingContext(ctx), "sqs": queues.Ping(ctx, sqsClient, qcfg)}
