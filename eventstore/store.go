@@ -111,6 +111,15 @@ var ErrAlreadyCreated = errors.New("order already created for this idempotency k
 // Create allocates a new order id and appends the first events decide returns for it, in
 // one transaction.
 func (s *Store) Create(ctx context.Context, req CreateRequest, decide func(id domain.OrderID) ([]domain.Event, error)) (domain.OrderID, error) {
+	for attempt := 1; ; attempt++ {
+		id, err := s.tryCreate(ctx, req, decide)
+		if !isRetryable(err) || attempt == maxConflictRetries {
+			return id, err
+		}
+	}
+}
+
+func (s *Store) tryCreate(ctx context.Context, req CreateRequest, decide func(id domain.OrderID) ([]domain.Event, error)) (domain.OrderID, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("create order: %w", err)
@@ -184,7 +193,7 @@ func (s *Store) Update(ctx context.Context, id domain.OrderID, md Metadata, deci
 func (s *Store) UpdateTx(ctx context.Context, id domain.OrderID, md Metadata, decide DecideTx) ([]Record, error) {
 	for attempt := 0; ; attempt++ {
 		recs, err := s.tryUpdate(ctx, id, md, decide)
-		if !errors.Is(err, errVersionConflict) {
+		if !errors.Is(err, errVersionConflict) && !isRetryable(err) {
 			return recs, err
 		}
 		if attempt == maxConflictRetries {
@@ -283,6 +292,14 @@ func (s *Store) commit(tx *sql.Tx, appended []Record) error {
 		f(appended)
 	}
 	return nil
+}
+
+// isRetryable reports whether err is a deadlock (1213) or a lock wait timeout (1205): InnoDB
+// rolled the transaction back (or may have), and running it again is the documented remedy.
+// Both happen when a killed process's transaction is rolled back under waiting inserts.
+func isRetryable(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
 }
 
 // isDuplicate reports whether err is MySQL's duplicate-key error (1062).

@@ -44,7 +44,7 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		case status == http.StatusInternalServerError:
 			detail.Message = "internal error; it has been logged"
 		case unavailable(err):
-			detail.Message = "the order database is unavailable; try again shortly"
+			detail.Message = "the order database is unavailable or busy; try again shortly"
 		}
 	}
 	writeJSON(w, status, errorBody{Error: detail})
@@ -75,8 +75,11 @@ func statusOf(err error) (int, string) {
 // client should retry later (503), rather than a bug (500).
 func unavailable(err error) bool {
 	var ne net.Error
+	var me *mysql.MySQLError
 	return errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) ||
-		errors.Is(err, context.DeadlineExceeded)
+		errors.Is(err, context.DeadlineExceeded) ||
+		// Deadlock or lock wait timeout that outlasted the store's retries: busy, not broken.
+		(errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205))
 }
 
 // httpError is a transport-level refusal (wrong content type, body too large) that has no

@@ -318,6 +318,9 @@ goaws_config() {
 
 goaws_up() {
 	local pid
+	# Built even when an emulator is already up: tests start private ones (to kill and
+	# restart them) from .bin/goaws.
+	install_tool goaws "$GOAWS_PKG" "$GOAWS_VERSION"
 	if pid="$(our_pid goaws)" && goaws_answers; then
 		say "goaws: up $(sqs_url) (pid $pid)"
 		return 0
@@ -327,7 +330,6 @@ goaws_up() {
 		say "goaws: up $(sqs_url) (not started by this script; left alone)"
 		return 0
 	fi
-	install_tool goaws "$GOAWS_PKG" "$GOAWS_VERSION"
 	start_bg goaws -config "$(goaws_config)" -loglevel "$GOAWS_LOGLEVEL"
 	wait_started goaws 30 goaws_answers
 	say "goaws: started $(sqs_url) (pid $(cat "$RUN_DIR/goaws.pid"))"

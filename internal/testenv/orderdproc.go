@@ -62,6 +62,7 @@ func StartProcess(t testing.TB, name string, argv, environ []string, addr string
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
+			t.Logf("%s log, warnings and errors:\n%s", p.Name, p.LogProblems(50))
 			t.Logf("%s log (tail):\n%s", p.Name, p.LogTail(30000))
 		}
 	})
@@ -219,4 +220,23 @@ func MinimalEnviron() []string {
 		}
 	}
 	return env
+}
+
+// LogProblems returns up to n lines of the log at level WARN or ERROR, the first ones: the
+// tail of a busy log rarely holds the line that explains a failure.
+func (p *Process) LogProblems(n int) string {
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+			out = append(out, line)
+			if len(out) == n {
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
