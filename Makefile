@@ -68,6 +68,7 @@ run: services build
 	env $(ORDERD_ENV) $(BIN) migrate
 	@echo
 	@echo "orderd API:  $(API_URL)"
+	@echo "Dashboard:   $(API_URL)/"
 	@echo "Mailpit UI:  $(MAILPIT_URL)"
 	@echo
 	@echo "Try:"
