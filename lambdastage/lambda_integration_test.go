@@ -181,20 +181,7 @@ func (r *rig) invoke(ctx context.Context, t *testing.T, stage string, ev events.
 
 func (r *rig) eventTypes(t *testing.T, id domain.OrderID) []string {
 	t.Helper()
-	rows, err := r.env.DB.Query(`SELECT event_type FROM events WHERE stream_id = ? ORDER BY version`, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	return out
+	return r.env.Strings(t, `SELECT event_type FROM events WHERE stream_id = ? ORDER BY version`, id)
 }
 
 func (r *rig) status(t *testing.T, id domain.OrderID) string {

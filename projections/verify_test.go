@@ -110,20 +110,7 @@ func dump(t *testing.T, env *testenv.Env) []string {
 	for _, c := range columnNames {
 		exprs = append(exprs, fmt.Sprintf("IFNULL(HEX(CAST(%s AS BINARY)), 'NULL')", c))
 	}
-	rows, err := env.DB.Query(`SELECT CONCAT_WS('|', ` + strings.Join(exprs, ", ") + `) FROM orders ORDER BY order_id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	return out
+	return env.Strings(t, `SELECT CONCAT_WS('|', `+strings.Join(exprs, ", ")+`) FROM orders ORDER BY order_id`)
 }
 
 func sameRows(t *testing.T, what string, got, want []string) {

@@ -117,22 +117,9 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 // dumpTable returns every row of table, every column rendered as text, ordered by order_id.
 func dumpTable(t *testing.T, env *testenv.Env, table string) []string {
 	t.Helper()
-	rows, err := env.DB.Query(`SELECT CONCAT_WS('|', order_id, HEX(customer_name), order_status, payment_status, inventory_status,
+	return env.Strings(t, `SELECT CONCAT_WS('|', order_id, HEX(customer_name), order_status, payment_status, inventory_status,
 		email_sent, HEX(COALESCE(customer_email, '~')), HEX(items), total_cents, HEX(COALESCE(failure_reason, '~')), version,
-		last_position, placed_at, updated_at) FROM ` + table + ` ORDER BY order_id`)
-	if err != nil {
-		t.Fatalf("dump %s: %v", table, err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	return out
+		last_position, placed_at, updated_at) FROM `+table+` ORDER BY order_id`)
 }
 
 func TestRunRejectsBadConfig(t *testing.T) {

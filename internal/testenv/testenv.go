@@ -115,6 +115,28 @@ func (e *Env) Count(t testing.TB, query string, args ...any) int {
 	return n
 }
 
+// Strings returns the first column of every row a query returns, as text.
+func (e *Env) Strings(t testing.TB, query string, args ...any) []string {
+	t.Helper()
+	rows, err := e.DB.Query(query, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return out
+}
+
 // Getenv returns a getenv function for orderd's configuration pointing at this
 // environment, with overrides.
 func (e *Env) Getenv(overrides map[string]string) func(string) string {
