@@ -136,12 +136,8 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 		return nil, err
 	}
 	s.closers = append(s.closers, s.db.Close)
-	pending, err := migrations.Pending(ctx, s.db)
-	if err != nil {
-		return nil, fmt.Errorf("check migrations (run `orderd migrate` first): %w", err)
-	}
-	if len(pending) > 0 {
-		return nil, fmt.Errorf("database has unapplied migrations %v: run `orderd migrate` first", pending)
+	if err := migrationsApplied(ctx, s.db); err != nil {
+		return nil, fmt.Errorf("database migrations: %w: run `orderd migrate` first", err)
 	}
 
 	qcfg := cfg.queues()
