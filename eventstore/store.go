@@ -5,7 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -13,10 +13,17 @@ import (
 	"orderd/domain"
 )
 
-// Hook writes what must commit together with an append: a projection row, an outbox row.
-// history is the whole stream after the append; appended are the new records in it.
+// Hook writes what must commit together with appends: projection rows, outbox rows. It is
+// called once per transaction with every stream the transaction appended to, so that it can
+// write them all in one statement.
 type Hook interface {
-	AfterAppend(ctx context.Context, tx *sql.Tx, history, appended []Record) error
+	AfterAppend(ctx context.Context, tx *sql.Tx, changes []Change) error
+}
+
+// Change is what one transaction appended to one stream.
+type Change struct {
+	History  []Record // the whole stream after the append, oldest first
+	Appended []Record // the records appended: the tail of History
 }
 
 // maxConflictRetries bounds how often Update reloads and decides again after losing an
@@ -29,6 +36,14 @@ type Store struct {
 	hooks    []Hook
 	onCommit []func(appended []Record)
 	now      func() time.Time
+
+	// Group commit (group.go): requests waiting for a worker, requests in a worker's group,
+	// workers running.
+	workers, maxGroup int
+	mu                sync.Mutex
+	pending           []*request
+	running           map[*request]struct{}
+	busy              int
 }
 
 // New returns a store over db; hooks run inside every append transaction, in order.
@@ -41,11 +56,14 @@ func New(db *sql.DB, hooks ...Hook) (*Store, error) {
 			return nil, fmt.Errorf("eventstore: hook %d is nil", i)
 		}
 	}
-	return &Store{db: db, hooks: hooks, now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}, nil
+	return &Store{
+		db: db, hooks: hooks, now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) },
+		workers: defaultWorkers, maxGroup: defaultMaxGroup, running: map[*request]struct{}{},
+	}, nil
 }
 
-// OnCommit registers f to run after every committed append with the records it appended
-// (to wake the relay, to count events).
+// OnCommit registers f to run after every commit with the records it appended, for every
+// stream in it (to wake the relay, to count events).
 // It is not safe to call once the store is in use.
 func (s *Store) OnCommit(f func(appended []Record)) { s.onCommit = append(s.onCommit, f) }
 
@@ -59,27 +77,13 @@ type queryer interface {
 }
 
 func load(ctx context.Context, q queryer, id domain.OrderID) ([]Record, *domain.Order, error) {
-	rows, err := q.QueryContext(ctx, `SELECT position, version, event_type, schema_version, payload, metadata, occurred_at
-		FROM events WHERE stream_id = ? ORDER BY version`, id)
-	if err != nil {
-		return nil, nil, fmt.Errorf("load order %d: %w", id, err)
-	}
-	defer rows.Close()
 	var recs []Record
 	var events []domain.Event
-	for rows.Next() {
-		r := Record{StreamID: id}
-		var payload, meta []byte
-		if err := rows.Scan(&r.Position, &r.Version, &r.Type, &r.SchemaVersion, &payload, &meta, &r.OccurredAt); err != nil {
-			return nil, nil, fmt.Errorf("load order %d: %w", id, err)
-		}
-		if err := decodeStored(&r, payload, meta); err != nil {
-			return nil, nil, fmt.Errorf("load order %d: %w", id, err)
-		}
-		recs = append(recs, r)
-		events = append(events, r.Event)
-	}
-	if err := rows.Err(); err != nil {
+	err := ScanStreamsOf(ctx, q, []domain.OrderID{id}, func(r Record) error {
+		recs, events = append(recs, r), append(events, r.Event)
+		return nil
+	})
+	if err != nil {
 		return nil, nil, fmt.Errorf("load order %d: %w", id, err)
 	}
 	return recs, domain.Rehydrate(id, events), nil
@@ -108,51 +112,21 @@ type CreateRequest struct {
 // for the same request.
 var ErrAlreadyCreated = errors.New("order already created for this idempotency key")
 
-// Create allocates a new order id and appends the first events decide returns for it, in
-// one transaction.
-func (s *Store) Create(ctx context.Context, req CreateRequest, decide func(id domain.OrderID) ([]domain.Event, error)) (domain.OrderID, error) {
-	for attempt := 1; ; attempt++ {
-		id, err := s.tryCreate(ctx, req, decide)
-		if !isRetryable(err) || attempt == maxConflictRetries {
-			return id, err
-		}
+// Create allocates a new order id and appends events as the first of its stream, in one
+// transaction.
+func (s *Store) Create(ctx context.Context, req CreateRequest, events []domain.Event) (domain.OrderID, error) {
+	if len(events) == 0 {
+		return 0, errors.New("create order: no events")
 	}
-}
-
-func (s *Store) tryCreate(ctx context.Context, req CreateRequest, decide func(id domain.OrderID) ([]domain.Event, error)) (domain.OrderID, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("create order: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	var key, hash any
-	if req.IdempotencyKey != "" {
-		key, hash = req.IdempotencyKey, req.RequestHash
-	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO order_ids (idempotency_key, request_hash, created_at) VALUES (?, ?, ?)`, key, hash, s.now())
-	if isDuplicate(err) && req.IdempotencyKey != "" {
+	r := &request{ctx: ctx, create: &req, events: events, md: req.Metadata}
+	s.submit(r)
+	switch {
+	case errors.Is(r.err, errIdempotencyKeyUsed):
 		return s.existing(ctx, req)
+	case r.err != nil:
+		return 0, fmt.Errorf("create order: %w", r.err)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("create order: allocate id: %w", err)
-	}
-	n, err := res.LastInsertId()
-	if err != nil {
-		return 0, fmt.Errorf("create order: allocate id: %w", err)
-	}
-	id := domain.OrderID(n)
-	events, err := decide(id)
-	if err != nil {
-		return 0, err
-	}
-	appended, err := s.appendRecords(ctx, tx, id, nil, events, req.Metadata)
-	if err != nil {
-		return 0, fmt.Errorf("create order %d: %w", id, err)
-	}
-	if err := s.commit(tx, appended); err != nil {
-		return 0, fmt.Errorf("create order %d: %w", id, err)
-	}
-	return id, nil
+	return r.newID, nil
 }
 
 func (s *Store) existing(ctx context.Context, req CreateRequest) (domain.OrderID, error) {
@@ -172,7 +146,9 @@ func (s *Store) existing(ctx context.Context, req CreateRequest) (domain.OrderID
 // there is nothing to do, or domain.ErrStepNotDue when the step is not (or no longer) due.
 type Decide func(o *domain.Order) ([]domain.Event, error)
 
-// DecideTx is a decision that must make writes of its own in the append's transaction.
+// DecideTx is a decision that must make writes of its own in the append's transaction. It
+// may run more than once for one call (a deadlocked group runs again request by request), so
+// it must not act outside the transaction.
 type DecideTx func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error)
 
 // Update loads the order, lets decide choose what happens, and appends the result, in one
@@ -180,118 +156,29 @@ type DecideTx func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.E
 // (SQS does that) is therefore decided once: the second delivery waits, then reloads and
 // finds its step no longer due, so a side effect decide performs (a charge, an email) happens
 // once. The lock is a row lock, so a crashed holder releases it with its connection and never
-// strands the order. decide may call slow services: it holds only that one row meanwhile,
-// and the append's own locks are taken after it returns.
+// strands the order. decide may call slow services: it holds only the order rows of its group
+// meanwhile, and the append's own locks are taken after it returns.
+//
+// Concurrent calls share transactions (see group.go): decide runs in the order's turn within
+// its group, sees every event appended before it (in the group too), and its result commits
+// with the group's.
 func (s *Store) Update(ctx context.Context, id domain.OrderID, md Metadata, decide Decide) ([]Record, error) {
-	return s.UpdateTx(ctx, id, md, func(_ context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	return s.update(ctx, id, md, false, func(_ context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
 		return decide(o)
 	})
 }
 
 // UpdateTx is Update with decide given the transaction, so that its own writes (a stock
-// reservation) commit or roll back with the events.
+// reservation) commit or roll back with the events. In a group, a decide that fails has its
+// writes rolled back (to a savepoint) without touching the others'.
 func (s *Store) UpdateTx(ctx context.Context, id domain.OrderID, md Metadata, decide DecideTx) ([]Record, error) {
-	for attempt := 0; ; attempt++ {
-		recs, err := s.tryUpdate(ctx, id, md, decide)
-		if !errors.Is(err, errVersionConflict) && !isRetryable(err) {
-			return recs, err
-		}
-		if attempt == maxConflictRetries {
-			return nil, domain.Conflict("order %d: still conflicting after %d attempts", id, attempt+1)
-		}
-	}
+	return s.update(ctx, id, md, true, decide)
 }
 
-var errVersionConflict = errors.New("stream version conflict")
-
-func (s *Store) tryUpdate(ctx context.Context, id domain.OrderID, md Metadata, decide DecideTx) ([]Record, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("update order %d: %w", id, err)
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	var one int
-	err = tx.QueryRowContext(ctx, `SELECT 1 FROM order_ids WHERE order_id = ? FOR UPDATE`, id).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, domain.NotFound("order %d does not exist", id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("lock order %d: %w", id, err)
-	}
-	// The stream is read after the lock, so this consistent read already sees every append
-	// that the previous holder committed.
-	history, order, err := load(ctx, tx, id)
-	if err != nil {
-		return nil, err
-	}
-	if !order.Exists() {
-		return nil, domain.NotFound("order %d does not exist", id)
-	}
-	events, err := decide(ctx, tx, order)
-	if err != nil || len(events) == 0 {
-		return nil, err
-	}
-	appended, err := s.appendRecords(ctx, tx, id, history, events, md)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.commit(tx, appended); err != nil {
-		return nil, fmt.Errorf("update order %d: %w", id, err)
-	}
-	return appended, nil
-}
-
-// appendRecords inserts events after history (the stream as it was read) and runs the hooks.
-// The UNIQUE (stream_id, version) key turns a concurrent append into errVersionConflict.
-func (s *Store) appendRecords(ctx context.Context, tx *sql.Tx, id domain.OrderID, history []Record, events []domain.Event, md Metadata) ([]Record, error) {
-	meta, err := jsonMarshalMeta(md)
-	if err != nil {
-		return nil, err
-	}
-	var one int
-	if err := tx.QueryRowContext(ctx, `SELECT id FROM event_log_barrier WHERE id = 1 LOCK IN SHARE MODE`).Scan(&one); err != nil {
-		return nil, fmt.Errorf("append to order %d: pass the log barrier: %w", id, err)
-	}
-	now := s.now()
-	appended := make([]Record, 0, len(events))
-	for i, e := range events {
-		typ, schema, payload, err := encodeEvent(e)
-		if err != nil {
-			return nil, err
-		}
-		r := Record{StreamID: id, Version: len(history) + i + 1, Type: typ, SchemaVersion: schema, Event: e, Metadata: md, OccurredAt: now}
-		// One row per statement: LAST_INSERT_ID of a multi-row insert is only the first of its
-		// positions, and MySQL 8's interleaved auto-increment mode does not promise the rest.
-		res, err := tx.ExecContext(ctx, `INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata, occurred_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, id, r.Version, typ, schema, payload, meta, now)
-		if isDuplicate(err) {
-			return nil, errVersionConflict
-		}
-		if err != nil {
-			return nil, fmt.Errorf("append %s to order %d: %w", typ, id, err)
-		}
-		if r.Position, err = res.LastInsertId(); err != nil {
-			return nil, fmt.Errorf("append %s to order %d: %w", typ, id, err)
-		}
-		appended = append(appended, r)
-	}
-	full := append(append(make([]Record, 0, len(history)+len(appended)), history...), appended...)
-	for _, h := range s.hooks {
-		if err := h.AfterAppend(ctx, tx, full, appended); err != nil {
-			return nil, err
-		}
-	}
-	return appended, nil
-}
-
-func (s *Store) commit(tx *sql.Tx, appended []Record) error {
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	for _, f := range s.onCommit {
-		f(appended)
-	}
-	return nil
+func (s *Store) update(ctx context.Context, id domain.OrderID, md Metadata, writes bool, decide DecideTx) ([]Record, error) {
+	r := &request{ctx: ctx, id: id, md: md, decide: decide, writes: writes}
+	s.submit(r)
+	return r.appended, r.err
 }
 
 // isRetryable reports whether err is a deadlock (1213) or a lock wait timeout (1205): InnoDB
@@ -327,7 +214,7 @@ func ScanStreamsOf(ctx context.Context, q Queryer, ids []domain.OrderID, fn func
 	for i, id := range ids {
 		args[i] = id
 	}
-	return scan(ctx, q, "WHERE stream_id IN ("+strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")+")", args, fn)
+	return scan(ctx, q, "WHERE stream_id IN ("+placeholders(len(ids))+")", args, fn)
 }
 
 func scan(ctx context.Context, q Queryer, where string, args []any, fn func(Record) error) error {

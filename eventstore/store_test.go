@@ -21,7 +21,7 @@ import (
 // must pass the whole suite (STYLE.md #7). Hooks receive a *sql.Tx, so every implementation
 // keeps its log in a SQL database.
 type Store interface {
-	Create(ctx context.Context, req eventstore.CreateRequest, decide func(id domain.OrderID) ([]domain.Event, error)) (domain.OrderID, error)
+	Create(ctx context.Context, req eventstore.CreateRequest, events []domain.Event) (domain.OrderID, error)
 	Update(ctx context.Context, id domain.OrderID, md eventstore.Metadata, decide eventstore.Decide) ([]eventstore.Record, error)
 	UpdateTx(ctx context.Context, id domain.OrderID, md eventstore.Metadata, decide eventstore.DecideTx) ([]eventstore.Record, error)
 	Load(ctx context.Context, id domain.OrderID) ([]eventstore.Record, *domain.Order, error)
@@ -66,22 +66,9 @@ func openMySQL(t *testing.T, hooks ...eventstore.Hook) *fixture {
 		t.Fatal(err)
 	}
 	return &fixture{
-		Store: s,
-		DB:    env.DB,
-		Events: func(ctx context.Context, q eventstore.Queryer, id domain.OrderID) (int, error) {
-			rows, err := q.QueryContext(ctx, `SELECT COUNT(*) FROM events WHERE stream_id = ?`, id)
-			if err != nil {
-				return 0, err
-			}
-			defer rows.Close()
-			var n int
-			for rows.Next() {
-				if err := rows.Scan(&n); err != nil {
-					return 0, err
-				}
-			}
-			return n, rows.Err()
-		},
+		Store:        s,
+		DB:           env.DB,
+		Events:       countEvents,
 		AllEvents:    func(t *testing.T) int { return env.Count(t, `SELECT COUNT(*) FROM events`) },
 		AllocatedIDs: func(t *testing.T) int { return env.Count(t, `SELECT COUNT(*) FROM order_ids`) },
 		InsertRaw: func(t *testing.T, id domain.OrderID, version int, typ string, schemaVersion int, payload string) {
@@ -93,12 +80,29 @@ func openMySQL(t *testing.T, hooks ...eventstore.Hook) *fixture {
 				VALUES (?, ?, ?, ?, ?, '{}', UTC_TIMESTAMP(6))`, id, version, typ, schemaVersion, payload)
 		},
 		UpdateWaitsForOrder: func(t *testing.T, id domain.OrderID) bool {
-			// Update locks the order's row in order_ids; a waiter shows in the process list
-			// with that statement (parameters are interpolated client-side).
-			return env.Count(t, `SELECT COUNT(*) FROM information_schema.PROCESSLIST
-				WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND INFO LIKE CONCAT('%FROM order_ids WHERE order_id = ', ?, ' FOR UPDATE%')`, id) > 0
+			// Updates of one order in one group wait for each other in the store; in
+			// different groups, for the order's row in order_ids: a waiter shows in the
+			// process list with that statement (parameters are interpolated client-side).
+			return s.UpdateQueuedBehind(id) || env.Count(t, `SELECT COUNT(*) FROM information_schema.PROCESSLIST
+				WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND INFO LIKE CONCAT('%FROM order_ids WHERE order_id IN (', ?, ') %FOR UPDATE%')`, id) > 0
 		},
 	}
+}
+
+// countEvents counts the stored events of stream id, read through q.
+func countEvents(ctx context.Context, q eventstore.Queryer, id domain.OrderID) (int, error) {
+	rows, err := q.QueryContext(ctx, `SELECT COUNT(*) FROM events WHERE stream_id = ?`, id)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var n int
+	for rows.Next() {
+		if err := rows.Scan(&n); err != nil {
+			return 0, err
+		}
+	}
+	return n, rows.Err()
 }
 
 func TestStore(t *testing.T) {
@@ -151,9 +155,7 @@ var (
 	reserved = domain.InventoryReserved{Items: []domain.Item{mug}}
 )
 
-func placeWith(e domain.Event) func(domain.OrderID) ([]domain.Event, error) {
-	return func(domain.OrderID) ([]domain.Event, error) { return []domain.Event{e}, nil }
-}
+func placeWith(e domain.Event) []domain.Event { return []domain.Event{e} }
 
 func appendEvents(events ...domain.Event) eventstore.Decide {
 	return func(*domain.Order) ([]domain.Event, error) { return events, nil }
@@ -199,19 +201,22 @@ type hookCall struct {
 	seenInTx, seenOutside int
 }
 
-func (h *recordingHook) AfterAppend(ctx context.Context, tx *sql.Tx, history, appended []eventstore.Record) error {
-	id := appended[0].StreamID
-	inTx, err := h.f.Events(ctx, tx, id)
-	if err != nil {
-		return err
+// AfterAppend records one call per stream changed.
+func (h *recordingHook) AfterAppend(ctx context.Context, tx *sql.Tx, changes []eventstore.Change) error {
+	for _, c := range changes {
+		id := c.Appended[0].StreamID
+		inTx, err := h.f.Events(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		outside, err := h.f.Events(ctx, h.f.DB, id)
+		if err != nil {
+			return err
+		}
+		h.mu.Lock()
+		h.calls = append(h.calls, hookCall{history: c.History, appended: c.Appended, seenInTx: inTx, seenOutside: outside})
+		h.mu.Unlock()
 	}
-	outside, err := h.f.Events(ctx, h.f.DB, id)
-	if err != nil {
-		return err
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.calls = append(h.calls, hookCall{history: history, appended: appended, seenInTx: inTx, seenOutside: outside})
 	return nil
 }
 
@@ -232,19 +237,12 @@ func testCreate(t *testing.T, impl implementation) {
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
-	var decidedFor domain.OrderID
-	id2, err := f.Store.Create(ctx, eventstore.CreateRequest{}, func(id domain.OrderID) ([]domain.Event, error) {
-		decidedFor = id
-		return []domain.Event{placed}, nil
-	})
+	id2, err := f.Store.Create(ctx, eventstore.CreateRequest{}, placeWith(placed))
 	if err != nil {
 		t.Fatalf("second create: %v", err)
 	}
 	if id1 <= 0 || id2 <= id1 {
 		t.Fatalf("ids: got %d then %d, want positive and increasing", id1, id2)
-	}
-	if decidedFor != id2 {
-		t.Errorf("decide was given id %d, the order got %d", decidedFor, id2)
 	}
 
 	recs, o := mustLoad(t, f.Store, id1)
@@ -292,9 +290,11 @@ type failingHook struct {
 
 var errHook = errors.New("hook refused the append")
 
-func (h failingHook) AfterAppend(_ context.Context, _ *sql.Tx, _, appended []eventstore.Record) error {
-	if h.match == nil || h.match(appended) {
-		return errHook
+func (h failingHook) AfterAppend(_ context.Context, _ *sql.Tx, changes []eventstore.Change) error {
+	for _, c := range changes {
+		if h.match == nil || h.match(c.Appended) {
+			return errHook
+		}
 	}
 	return nil
 }
@@ -724,16 +724,12 @@ func testIdempotencyKey(t *testing.T, impl implementation) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	decided := false
-	again, err := f.Store.Create(ctx, req, func(domain.OrderID) ([]domain.Event, error) {
-		decided = true
-		return []domain.Event{placed}, nil
-	})
+	again, err := f.Store.Create(ctx, req, placeWith(placed))
 	if !errors.Is(err, eventstore.ErrAlreadyCreated) || again != id {
 		t.Errorf("repeat with the same key and hash: id %d, %v; want id %d and ErrAlreadyCreated", again, err, id)
 	}
-	if decided {
-		t.Error("decide ran for a request already created")
+	if n := f.AllEvents(t); n != 1 {
+		t.Errorf("the log holds %d events after a repeated creation, want 1", n)
 	}
 	other := req
 	other.RequestHash = strings.Repeat("b", 64)

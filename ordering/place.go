@@ -45,13 +45,15 @@ func (p *Placer) Place(ctx context.Context, req PlaceRequest) (id domain.OrderID
 	if req.Placement.Items, err = p.catalog.Price(ctx, req.Placement.Items); err != nil {
 		return 0, false, err
 	}
+	events, err := domain.Place(req.Placement)
+	if err != nil {
+		return 0, false, err
+	}
 	id, err = p.store.Create(ctx, eventstore.CreateRequest{
 		IdempotencyKey: req.IdempotencyKey,
 		RequestHash:    req.RequestHash,
 		Metadata:       eventstore.Metadata{CorrelationID: req.CorrelationID, CausationID: req.CorrelationID, TraceParent: tracing.Parent(ctx)},
-	}, func(domain.OrderID) ([]domain.Event, error) {
-		return domain.Place(req.Placement)
-	})
+	}, events)
 	if errors.Is(err, eventstore.ErrAlreadyCreated) {
 		return id, false, nil
 	}

@@ -56,7 +56,7 @@ var (
 
 // Payment charges a placed order, or refunds one whose reservation failed.
 func (s *Stages) Payment(ctx context.Context, trigger eventstore.Record) error {
-	return s.run(ctx, "payment", trigger, paymentTriggers, func(ctx context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	return s.run(ctx, "payment", trigger, paymentTriggers, false, func(ctx context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
 		key := eventstore.EventID(o.ID(), o.Version())
 		switch o.NextStep() {
 		case domain.StepPayment:
@@ -78,7 +78,7 @@ func (s *Stages) Payment(ctx context.Context, trigger eventstore.Record) error {
 
 // Inventory reserves a paid order's items; the stock change commits with the event.
 func (s *Stages) Inventory(ctx context.Context, trigger eventstore.Record) error {
-	return s.run(ctx, "inventory", trigger, inventoryTriggers, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	return s.run(ctx, "inventory", trigger, inventoryTriggers, true, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
 		if o.NextStep() != domain.StepInventory {
 			return nil, domain.ErrStepNotDue
 		}
@@ -94,7 +94,7 @@ func (s *Stages) Inventory(ctx context.Context, trigger eventstore.Record) error
 // appended, so a crash in between sends it again: at least once, with a Message-ID derived
 // from the order's stream and version so the copies are recognisably the same email.
 func (s *Stages) Email(ctx context.Context, trigger eventstore.Record) error {
-	return s.run(ctx, "email", trigger, emailTriggers, func(ctx context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	return s.run(ctx, "email", trigger, emailTriggers, false, func(ctx context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
 		if o.NextStep() != domain.StepEmail {
 			return nil, domain.ErrStepNotDue
 		}
@@ -145,14 +145,21 @@ func (s *Stages) mailDomain() string {
 
 func money(cents int64) string { return fmt.Sprintf("%d.%02d", cents/100, cents%100) }
 
-// run checks the trigger's type and lets decide act on the order. A step that is not due
-// is a redelivery: it is logged and acknowledged.
-func (s *Stages) run(ctx context.Context, stage string, trigger eventstore.Record, accepts []string, decide eventstore.DecideTx) error {
+// run checks the trigger's type and lets decide act on the order; writes says whether decide
+// writes through the transaction (only then does the store need to isolate its writes). A
+// step that is not due is a redelivery: it is logged and acknowledged.
+func (s *Stages) run(ctx context.Context, stage string, trigger eventstore.Record, accepts []string, writes bool, decide eventstore.DecideTx) error {
 	if !slices.Contains(accepts, trigger.Type) {
 		return domain.Invalid("type", "the %s stage does not handle %s events", stage, trigger.Type)
 	}
 	md := eventstore.Metadata{CorrelationID: trigger.Metadata.CorrelationID, CausationID: trigger.EventID(), TraceParent: tracing.Parent(ctx)}
-	_, err := s.store.UpdateTx(ctx, trigger.StreamID, md, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	update := s.store.UpdateTx
+	if !writes {
+		update = func(ctx context.Context, id domain.OrderID, md eventstore.Metadata, decide eventstore.DecideTx) ([]eventstore.Record, error) {
+			return s.store.Update(ctx, id, md, func(o *domain.Order) ([]domain.Event, error) { return decide(ctx, nil, o) })
+		}
+	}
+	_, err := update(ctx, trigger.StreamID, md, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
 		// Every step is due because of the stream's latest event, so only that event may
 		// drive it: an older one is a redelivery whose step was taken (a stale OrderPlaced
 		// must not drive the refund that InventoryReservationFailed made due).

@@ -32,20 +32,13 @@ func NewWriter(route Route) (*Writer, error) {
 }
 
 // AfterAppend implements eventstore.Hook.
-func (w *Writer) AfterAppend(ctx context.Context, tx *sql.Tx, _, appended []eventstore.Record) error {
+func (w *Writer) AfterAppend(ctx context.Context, tx *sql.Tx, changes []eventstore.Change) error {
 	var ph []string
 	var args []any
-	for _, rec := range appended {
-		queue := w.route(rec.Type)
-		if queue == "" {
-			continue
+	for _, c := range changes {
+		if err := w.add(c.Appended, &ph, &args); err != nil {
+			return err
 		}
-		body, err := json.Marshal(rec)
-		if err != nil {
-			return fmt.Errorf("outbox: encode %s: %w", rec.EventID(), err)
-		}
-		ph = append(ph, "(?, ?, ?, ?, ?, ?, ?, ?)")
-		args = append(args, rec.Position, queue, rec.EventID(), rec.Type, rec.Metadata.CorrelationID, rec.Metadata.TraceParent, body, rec.OccurredAt)
 	}
 	if len(ph) == 0 {
 		return nil
@@ -55,6 +48,23 @@ func (w *Writer) AfterAppend(ctx context.Context, tx *sql.Tx, _, appended []even
 		strings.Join(ph, ", ")+` ON DUPLICATE KEY UPDATE position = position`, args...)
 	if err != nil {
 		return fmt.Errorf("outbox: insert: %w", err)
+	}
+	return nil
+}
+
+// add appends the placeholders and arguments of the rows for the records that have a queue.
+func (w *Writer) add(appended []eventstore.Record, ph *[]string, args *[]any) error {
+	for _, rec := range appended {
+		queue := w.route(rec.Type)
+		if queue == "" {
+			continue
+		}
+		body, err := json.Marshal(rec)
+		if err != nil {
+			return fmt.Errorf("outbox: encode %s: %w", rec.EventID(), err)
+		}
+		*ph = append(*ph, "(?, ?, ?, ?, ?, ?, ?, ?)")
+		*args = append(*args, rec.Position, queue, rec.EventID(), rec.Type, rec.Metadata.CorrelationID, rec.Metadata.TraceParent, body, rec.OccurredAt)
 	}
 	return nil
 }

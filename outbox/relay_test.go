@@ -219,9 +219,8 @@ func (r *rig) order(t *testing.T, name string, steps ...step) domain.OrderID {
 	t.Helper()
 	md := eventstore.Metadata{CorrelationID: "corr-" + name, CausationID: "req-" + name}
 	mug := domain.Item{SKU: "SKU-MUG", Quantity: 1, UnitPriceCents: 899}
-	id, err := r.store.Create(context.Background(), eventstore.CreateRequest{Metadata: md}, func(domain.OrderID) ([]domain.Event, error) {
-		return []domain.Event{domain.OrderPlaced{CustomerName: name, CustomerEmail: "c@example.com", Items: []domain.Item{mug}, TotalCents: 899}}, nil
-	})
+	id, err := r.store.Create(context.Background(), eventstore.CreateRequest{Metadata: md},
+		[]domain.Event{domain.OrderPlaced{CustomerName: name, CustomerEmail: "c@example.com", Items: []domain.Item{mug}, TotalCents: 899}})
 	if err != nil {
 		t.Fatalf("create %s: %v", name, err)
 	}
@@ -389,13 +388,13 @@ func newGate() *gate {
 
 func (g *gate) Release() { g.releaseOnce.Do(func() { close(g.release) }) }
 
-func (g *gate) AfterAppend(_ context.Context, _ *sql.Tx, _, appended []eventstore.Record) error {
+func (g *gate) AfterAppend(_ context.Context, _ *sql.Tx, changes []eventstore.Change) error {
 	g.mu.Lock()
 	hold := g.armed
 	g.armed = false
 	g.mu.Unlock()
 	if hold {
-		g.entered <- appended[0]
+		g.entered <- changes[0].Appended[0]
 		<-g.release
 	}
 	return nil
@@ -416,9 +415,7 @@ func TestRelayPublishesALateCommit(t *testing.T) {
 	go func() {
 		var err error
 		id1, err = r.store.Create(context.Background(), eventstore.CreateRequest{Metadata: eventstore.Metadata{CorrelationID: "corr-1"}},
-			func(domain.OrderID) ([]domain.Event, error) {
-				return []domain.Event{domain.OrderPlaced{CustomerName: "One"}}, nil
-			})
+			[]domain.Event{domain.OrderPlaced{CustomerName: "One"}})
 		done <- err
 	}()
 	var held eventstore.Record

@@ -153,7 +153,7 @@ func (s *Sweeper) Redrive(ctx context.Context, id domain.OrderID) (bool, error) 
 		return false, fmt.Errorf("re-drive order %d: %w", id, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	if err := s.writer.AfterAppend(ctx, tx, history, []eventstore.Record{last}); err != nil {
+	if err := s.writer.AfterAppend(ctx, tx, []eventstore.Change{{History: history, Appended: []eventstore.Record{last}}}); err != nil {
 		return false, fmt.Errorf("re-drive order %d: %w", id, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO order_redrives (order_id, redriven_at) VALUES (?, ?)

@@ -149,11 +149,16 @@ func writeRows(ctx context.Context, db execer, table string, rows []OrderRow) er
 // Orders keeps the orders table up to date as events are appended.
 type Orders struct{}
 
-// AfterAppend implements eventstore.Hook.
-func (Orders) AfterAppend(ctx context.Context, tx *sql.Tx, history, _ []eventstore.Record) error {
+// AfterAppend implements eventstore.Hook: one row per order, folded from its whole stream,
+// all written in one statement.
+func (Orders) AfterAppend(ctx context.Context, tx *sql.Tx, changes []eventstore.Change) error {
 	ctx, span := tracing.Start(ctx, "project orders", trace.SpanKindInternal)
 	defer span.End()
-	return writeRows(ctx, tx, OrdersTable, []OrderRow{FoldOrder(history)})
+	rows := make([]OrderRow, len(changes))
+	for i, c := range changes {
+		rows[i] = FoldOrder(c.History)
+	}
+	return writeRows(ctx, tx, OrdersTable, rows)
 }
 
 // Reader reads the orders projection.

@@ -50,13 +50,13 @@ func (g *gate) Arm() {
 	g.mu.Unlock()
 }
 
-func (g *gate) AfterAppend(_ context.Context, _ *sql.Tx, _, appended []eventstore.Record) error {
+func (g *gate) AfterAppend(_ context.Context, _ *sql.Tx, changes []eventstore.Change) error {
 	g.mu.Lock()
 	hold := g.armed
 	g.armed = false
 	g.mu.Unlock()
 	if hold {
-		g.entered <- appended[0]
+		g.entered <- changes[0].Appended[0]
 		<-g.release
 	}
 	return nil
@@ -331,7 +331,7 @@ func placement(name string, items ...domain.Item) domain.OrderPlaced {
 func create(t *testing.T, s *eventstore.Store, e domain.OrderPlaced) domain.OrderID {
 	t.Helper()
 	id, err := s.Create(context.Background(), eventstore.CreateRequest{Metadata: eventstore.Metadata{CorrelationID: "c-" + e.CustomerName}},
-		func(domain.OrderID) ([]domain.Event, error) { return []domain.Event{e}, nil })
+		[]domain.Event{e})
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
@@ -642,7 +642,7 @@ func TestRebuildDuringConcurrentAppends(t *testing.T) {
 				}
 				item := domain.Item{SKU: "SKU-MUG", Quantity: 1 + n%3, UnitPriceCents: 899}
 				e := placement(fmt.Sprintf("writer %d order %d", w, n), item)
-				id, err := s.Create(context.Background(), eventstore.CreateRequest{}, func(domain.OrderID) ([]domain.Event, error) { return []domain.Event{e}, nil })
+				id, err := s.Create(context.Background(), eventstore.CreateRequest{}, []domain.Event{e})
 				appended.Add(1)
 				for _, d := range paths[(w+n)%len(paths)] {
 					if err != nil {

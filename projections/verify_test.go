@@ -84,7 +84,7 @@ func buildShop(t *testing.T, env *testenv.Env, n int, interleave bool) *eventsto
 			e.Items = []domain.Item{{SKU: "SKU-MUG", Quantity: 1 + i%3, UnitPriceCents: 899}, {SKU: "SKU-BOOK", Quantity: 1, UnitPriceCents: 1299}}
 			e.TotalCents = int64(1+i%3)*899 + 1299
 		}
-		if ids[i], err = store.Create(ctx, eventstore.CreateRequest{}, func(domain.OrderID) ([]domain.Event, error) { return []domain.Event{e}, nil }); err != nil {
+		if ids[i], err = store.Create(ctx, eventstore.CreateRequest{}, []domain.Event{e}); err != nil {
 			t.Fatal(err)
 		}
 		if !interleave {

@@ -39,7 +39,7 @@ func TestReplayVerifyCommand(t *testing.T) {
 	var completed domain.OrderID
 	for i := 0; i < 5; i++ {
 		e := domain.OrderPlaced{CustomerName: fmt.Sprintf("Customer %d", i), Items: []domain.Item{{SKU: "SKU-MUG", Quantity: 1, UnitPriceCents: 899}}, TotalCents: 899}
-		id, err := store.Create(ctx, eventstore.CreateRequest{}, func(domain.OrderID) ([]domain.Event, error) { return []domain.Event{e}, nil })
+		id, err := store.Create(ctx, eventstore.CreateRequest{}, []domain.Event{e})
 		if err != nil {
 			t.Fatal(err)
 		}

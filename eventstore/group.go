@@ -1,0 +1,485 @@
+package eventstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"orderd/domain"
+)
+
+// Group commit. Every Create and Update is a request queued for a few workers; a worker takes
+// every request waiting (up to maxGroup) and runs them in one transaction: one statement locks
+// all their orders, one loads their streams, each decides in turn, then one insert allocates
+// the new ids, one appends every event, each hook writes once for the group, and one commit
+// makes it durable. Under load the cost of a commit and of each statement is shared by the
+// whole group; with one request waiting a group is that request alone, so light load pays
+// nothing for it.
+//
+// If a group fails before its commit (a deadlock, a version conflict, a hook's error), it
+// is rolled back and each of its requests runs again alone, so one request's failure is its
+// own. A failed commit is reported to all: whether it happened is unknown, and running a
+// creation again could place the order twice.
+
+const (
+	// defaultWorkers is how many groups may be in flight at once. One group commits while
+	// the next forms; a few more keep MariaDB's own group commit busy without shrinking
+	// groups to nothing.
+	defaultWorkers = 4
+	// defaultMaxGroup bounds a group, and with it the size of its statements.
+	defaultMaxGroup = 32
+	// groupTimeout bounds a group's transaction: its requests' own contexts cannot, as one
+	// caller giving up must not abort the others' append.
+	groupTimeout = 30 * time.Second
+)
+
+// request is one Create or Update waiting for its group.
+type request struct {
+	ctx context.Context
+	md  Metadata
+
+	// An update names its order and decides; writes says decide writes through the tx.
+	id     domain.OrderID
+	decide DecideTx
+	writes bool
+	// A creation has its request and first events instead.
+	create *CreateRequest
+	events []domain.Event
+
+	// Results, valid once done is closed.
+	newID    domain.OrderID
+	appended []Record
+	err      error
+	done     chan struct{}
+	// Where the group put r's records: st.appended[from:to].
+	st       *stream
+	from, to int
+	// deciding is true while decide runs (for the tests' view of who waits for whom).
+	deciding atomic.Bool
+}
+
+// errVersionConflict says another writer appended the same version of a stream first.
+var errVersionConflict = errors.New("stream version conflict")
+
+// errIdempotencyKeyUsed says a creation's idempotency key is already in order_ids.
+var errIdempotencyKeyUsed = errors.New("idempotency key already used")
+
+// commitError marks a failed COMMIT: the outcome is unknown, so nothing is run again.
+type commitError struct{ err error }
+
+func (e *commitError) Error() string { return "commit: " + e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }
+
+// submit queues r and returns when its group has finished with it.
+func (s *Store) submit(r *request) {
+	r.done = make(chan struct{})
+	s.mu.Lock()
+	s.pending = append(s.pending, r)
+	start := s.busy < s.workers
+	if start {
+		s.busy++
+	}
+	s.mu.Unlock()
+	if start {
+		go s.work()
+	}
+	<-r.done
+}
+
+// work runs groups until no request is waiting. Workers exist only while there is work, so a
+// store needs no Close.
+func (s *Store) work() {
+	for {
+		s.mu.Lock()
+		if len(s.pending) == 0 {
+			s.busy--
+			s.mu.Unlock()
+			return
+		}
+		n := min(len(s.pending), s.maxGroup)
+		group := slices.Clone(s.pending[:n])
+		s.pending = append(s.pending[:0], s.pending[n:]...)
+		for _, r := range group {
+			s.running[r] = struct{}{}
+		}
+		s.mu.Unlock()
+		s.run(group)
+		s.mu.Lock()
+		for _, r := range group {
+			delete(s.running, r)
+		}
+		s.mu.Unlock()
+		for _, r := range group {
+			close(r.done)
+		}
+	}
+}
+
+// run runs group; a request alone is retried on a conflict or deadlock, a failed group is
+// split into requests alone.
+func (s *Store) run(group []*request) {
+	if len(group) > 1 {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(group[0].ctx), groupTimeout)
+		err := s.tryGroup(ctx, group)
+		cancel()
+		var ce *commitError
+		switch {
+		case err == nil:
+			return
+		case errors.As(err, &ce):
+			for _, r := range group {
+				r.appended, r.newID, r.err = nil, 0, err
+			}
+			return
+		}
+		for _, r := range group {
+			s.run([]*request{r})
+		}
+		return
+	}
+	r := group[0]
+	for attempt := 1; ; attempt++ {
+		err := s.tryGroup(r.ctx, group)
+		if err == nil {
+			return
+		}
+		r.appended, r.newID = nil, 0
+		retry := errors.Is(err, errVersionConflict) || isRetryable(err)
+		switch {
+		case !retry:
+			r.err = err
+		case attempt < maxConflictRetries:
+			continue
+		case errors.Is(err, errVersionConflict):
+			r.err = domain.Conflict("order %d: still conflicting after %d attempts", r.id, attempt)
+		default:
+			r.err = err
+		}
+		if r.create == nil {
+			r.err = fmt.Errorf("update order %d: %w", r.id, r.err)
+		}
+		return
+	}
+}
+
+// stream is an order's stream as the group sees it: what was stored, then what the group
+// appends.
+type stream struct {
+	id       domain.OrderID
+	history  []Record
+	appended []Record
+	payloads [][]byte // the encoded events of appended
+}
+
+func (st *stream) events() []domain.Event {
+	out := make([]domain.Event, 0, len(st.history)+len(st.appended))
+	for _, recs := range [][]Record{st.history, st.appended} {
+		for _, r := range recs {
+			out = append(out, r.Event)
+		}
+	}
+	return out
+}
+
+// tryGroup runs group in one transaction. A request's own failure (its order is missing, its
+// decide refused) is left in its err and does not fail the group; the error returned fails
+// all of it.
+func (s *Store) tryGroup(ctx context.Context, group []*request) error {
+	for _, r := range group {
+		r.appended, r.newID, r.err, r.st = nil, 0, nil, nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+
+	streams, err := lockStreams(ctx, tx, group)
+	if err != nil {
+		return err
+	}
+	var touched []*stream // in the order of their first append, for the hooks
+	// Decisions that write through the transaction go first: they take locks (stock rows)
+	// that can deadlock with another group, and a group that fails while they run has not
+	// yet run any decision that calls the outside world (an email), so running its requests
+	// again repeats nothing outside the database.
+	for _, r := range slices.Concat(filter(group, isUpdate(true)), filter(group, isUpdate(false))) {
+		st := streams[r.id]
+		if st == nil {
+			r.err = domain.NotFound("order %d does not exist", r.id)
+			continue
+		}
+		events, err := decideIn(ctx, tx, r, st, len(group) > 1)
+		if err != nil {
+			return err
+		}
+		if err := st.add(r, events, &touched); err != nil {
+			return err
+		}
+	}
+	creates := slices.ContainsFunc(group, func(r *request) bool { return r.create != nil })
+	if len(touched) == 0 && !creates {
+		return nil // nothing to write: no step was due
+	}
+
+	var one int
+	var increment int64
+	// Past the barrier (in share mode) before the first insert: see Pause. The session's
+	// auto_increment_increment comes along, to number the rows of multi-row inserts.
+	if err := tx.QueryRowContext(ctx, `SELECT id, @@SESSION.auto_increment_increment FROM event_log_barrier WHERE id = 1 LOCK IN SHARE MODE`).Scan(&one, &increment); err != nil {
+		return fmt.Errorf("pass the log barrier: %w", err)
+	}
+	if creates {
+		if err := s.allocate(ctx, tx, group, increment); err != nil {
+			return err
+		}
+		for _, r := range group {
+			if r.create != nil {
+				if err := (&stream{id: r.newID}).add(r, r.events, &touched); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := insertEvents(ctx, tx, touched, increment, s.now()); err != nil {
+		return err
+	}
+	changes := make([]Change, len(touched))
+	var all []Record
+	for i, st := range touched {
+		changes[i] = Change{History: append(slices.Clip(st.history), st.appended...), Appended: st.appended}
+		all = append(all, st.appended...)
+	}
+	for _, h := range s.hooks {
+		if err := h.AfterAppend(ctx, tx, changes); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return &commitError{err}
+	}
+	for _, r := range group {
+		if r.st != nil {
+			r.appended = slices.Clone(r.st.appended[r.from:r.to])
+		}
+	}
+	for _, f := range s.onCommit {
+		f(all)
+	}
+	return nil
+}
+
+// isUpdate returns a filter for updates whose decide writes or does not.
+func isUpdate(writes bool) func(*request) bool {
+	return func(r *request) bool { return r.create == nil && r.writes == writes }
+}
+
+func filter(group []*request, keep func(*request) bool) []*request {
+	var out []*request
+	for _, r := range group {
+		if keep(r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// add appends events to st as its next versions, on behalf of r, and lists st in touched on
+// its first append.
+func (st *stream) add(r *request, events []domain.Event, touched *[]*stream) error {
+	if r.err != nil || len(events) == 0 {
+		return nil
+	}
+	if len(st.appended) == 0 {
+		*touched = append(*touched, st)
+	}
+	r.st, r.from = st, len(st.appended)
+	for _, e := range events {
+		typ, schema, payload, err := encodeEvent(e)
+		if err != nil {
+			return err
+		}
+		st.appended = append(st.appended, Record{StreamID: st.id, Version: len(st.history) + len(st.appended) + 1,
+			Type: typ, SchemaVersion: schema, Event: e, Metadata: r.md})
+		st.payloads = append(st.payloads, payload)
+	}
+	r.to = len(st.appended)
+	return nil
+}
+
+// lockStreams locks the order_ids rows of the group's updates, in id order (so that two groups
+// never wait for each other in a cycle), then loads their streams. The streams are read after
+// the locks, so this consistent read sees every append the previous holders committed. An
+// order without a row or without events is missing from the map.
+func lockStreams(ctx context.Context, tx *sql.Tx, group []*request) (map[domain.OrderID]*stream, error) {
+	var ids []domain.OrderID
+	for _, r := range group {
+		if r.create == nil {
+			ids = append(ids, r.id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT order_id FROM order_ids WHERE order_id IN (`+placeholders(len(ids))+`) ORDER BY order_id FOR UPDATE`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("lock orders: %w", err)
+	}
+	locked := map[domain.OrderID]bool{}
+	for rows.Next() {
+		var id domain.OrderID
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("lock orders: %w", err)
+		}
+		locked[id] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lock orders: %w", err)
+	}
+	streams := map[domain.OrderID]*stream{}
+	err = ScanStreamsOf(ctx, tx, ids, func(r Record) error {
+		if !locked[r.StreamID] {
+			return nil
+		}
+		st := streams[r.StreamID]
+		if st == nil {
+			st = &stream{id: r.StreamID}
+			streams[r.StreamID] = st
+		}
+		st.history = append(st.history, r)
+		return nil
+	})
+	return streams, err
+}
+
+// decideIn runs r's decision on its stream as the group has it so far. A refusal is r's own
+// (left in r.err); the error returned fails the group: a deadlock or lock wait timeout under
+// decide, after which InnoDB may have rolled the whole transaction back.
+func decideIn(ctx context.Context, tx *sql.Tx, r *request, st *stream, grouped bool) ([]domain.Event, error) {
+	if err := r.ctx.Err(); err != nil {
+		r.err = err
+		return nil, nil
+	}
+	// In a group, a decide that writes gets a savepoint, so that a refusal after some of its
+	// writes undoes them and only them.
+	savepoint := grouped && r.writes
+	if savepoint {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT decide`); err != nil {
+			return nil, fmt.Errorf("savepoint: %w", err)
+		}
+	}
+	// decide gets its caller's context (its deadline, its trace) for the services it calls.
+	r.deciding.Store(true)
+	events, err := r.decide(r.ctx, tx, domain.Rehydrate(st.id, st.events()))
+	r.deciding.Store(false)
+	if err == nil {
+		return events, nil
+	}
+	if isRetryable(err) {
+		return nil, err
+	}
+	if savepoint {
+		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT decide`); rerr != nil {
+			return nil, fmt.Errorf("roll back to savepoint: %w", rerr)
+		}
+	}
+	r.err = err
+	return nil, nil
+}
+
+// allocate inserts the order_ids rows of the group's creations in one statement. The rows of
+// a multi-row INSERT with its row count known in advance get consecutive auto-increment
+// values in every InnoDB lock mode (steps of auto_increment_increment), so each creation's id
+// follows from LAST_INSERT_ID.
+func (s *Store) allocate(ctx context.Context, tx *sql.Tx, group []*request, increment int64) error {
+	creates := filter(group, func(r *request) bool { return r.create != nil })
+	if len(creates) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 3*len(creates))
+	for _, r := range creates {
+		var key, hash any
+		if r.create.IdempotencyKey != "" {
+			key, hash = r.create.IdempotencyKey, r.create.RequestHash
+		}
+		args = append(args, key, hash, s.now())
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO order_ids (idempotency_key, request_hash, created_at) VALUES `+rowsOf(3, len(creates)), args...)
+	if isDuplicate(err) {
+		if len(group) == 1 {
+			return errIdempotencyKeyUsed
+		}
+		return err // the group runs again request by request, which tells which one it was
+	}
+	if err != nil {
+		return fmt.Errorf("create order: allocate id: %w", err)
+	}
+	first, err := res.LastInsertId()
+	if err != nil {
+		return fmt.Errorf("create order: allocate id: %w", err)
+	}
+	for i, r := range creates {
+		r.newID = domain.OrderID(first + int64(i)*increment)
+	}
+	return nil
+}
+
+// insertEvents appends the streams' new records in one statement and fills in their positions
+// and time. The UNIQUE (stream_id, version) key turns a concurrent append into
+// errVersionConflict.
+func insertEvents(ctx context.Context, tx *sql.Tx, touched []*stream, increment int64, now time.Time) error {
+	var args []any
+	n := 0
+	for _, st := range touched {
+		for i := range st.appended {
+			r := &st.appended[i]
+			r.OccurredAt = now
+			meta, err := jsonMarshalMeta(r.Metadata)
+			if err != nil {
+				return err
+			}
+			args = append(args, r.StreamID, r.Version, r.Type, r.SchemaVersion, st.payloads[i], meta, now)
+			n++
+		}
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata, occurred_at) VALUES `+rowsOf(7, n), args...)
+	if isDuplicate(err) {
+		return errVersionConflict
+	}
+	if err != nil {
+		return fmt.Errorf("append events: %w", err)
+	}
+	first, err := res.LastInsertId()
+	if err != nil {
+		return fmt.Errorf("append events: %w", err)
+	}
+	k := int64(0)
+	for _, st := range touched {
+		for i := range st.appended {
+			st.appended[i].Position = first + k*increment
+			k++
+		}
+	}
+	return nil
+}
+
+// rowsOf returns n rows of cols placeholders each: "(?, ?), (?, ?)".
+func rowsOf(cols, n int) string {
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", cols), ", ") + ")"
+	return strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
+}
+
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?,", n), ",") }
