@@ -55,6 +55,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 		`orderd_orders{status="completed"}`:                                                             fmt.Sprint(n),
 		`orderd_http_requests_total{method="POST",route="/place-order",status="200"}`:                   fmt.Sprint(n),
 		`orderd_outbox_pending_events`:                                                                  "0",
+		`orderd_commit_orders_sum`:                                                                      fmt.Sprint(4 * n), // four appends per order, whatever the commits' sizes
 		`orderd_projection_lag_events`:                                                                  "0",
 		fmt.Sprintf(`orderd_dead_letter_queue_messages{queue="%sPaymentStatusQueue"}`, env.QueuePrefix): "0",
 	}

@@ -163,9 +163,14 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 	}
 	s.metrics = metrics.New()
 	s.store.OnCommit(func(appended []eventstore.Record) {
-		for _, r := range appended {
+		orders := 0
+		for i, r := range appended {
 			s.metrics.EventsAppended.WithLabelValues(r.Type).Inc()
+			if i == 0 || r.StreamID != appended[i-1].StreamID { // a commit's records come stream by stream
+				orders++
+			}
 		}
+		s.metrics.CommitOrders.Observe(float64(orders))
 	})
 	dlqAdmin, err := deadletter.NewAdmin(sqsClient, qcfg)
 	if err != nil {
