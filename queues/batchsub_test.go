@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	wsqs "github.com/ThreeDotsLabs/watermill-aws/sqs"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -450,7 +451,7 @@ func TestMeasureBatchSubscriber(t *testing.T) {
 		sub      func(e *sqsTest) message.Subscriber
 	}
 	watermillAWS := setup{"watermill-aws, 8 handlers", 8, func(e *sqsTest) message.Subscriber {
-		s, err := NewSubscriber(e.awsCfg, e.cfg, e.log)
+		s, err := watermillAWSSubscriber(e.awsCfg, e.cfg, e.log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -604,4 +605,27 @@ func goawsPid(t testing.TB) int {
 		t.Fatal("goaws process not found")
 	}
 	return newest
+}
+
+// watermillAWSSubscriber is the subscriber the service used before BatchSubscriber:
+// watermill-aws's, one message per ReceiveMessage.
+func watermillAWSSubscriber(awsCfg aws.Config, c Config, log *slog.Logger) (*wsqs.Subscriber, error) {
+	sub, err := wsqs.NewSubscriber(wsqs.SubscriberConfig{
+		AWSConfig:                   awsCfg,
+		OptFns:                      endpointOpts(c),
+		DoNotCreateQueueIfNotExists: true,
+		ReconnectRetrySleep:         time.Second,
+		GenerateReceiveMessageInput: func(ctx context.Context, queueURL wsqs.QueueURL) (*sqs.ReceiveMessageInput, error) {
+			return &sqs.ReceiveMessageInput{
+				QueueUrl:              aws.String(string(queueURL)),
+				MessageAttributeNames: []string{"All"},
+				WaitTimeSeconds:       10,
+				MaxNumberOfMessages:   1,
+			}, nil
+		},
+	}, watermill.NewSlogLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("new SQS subscriber: %w", err)
+	}
+	return sub, nil
 }

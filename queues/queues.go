@@ -148,29 +148,6 @@ func NewPublisher(awsCfg aws.Config, c Config, log *slog.Logger) (*wsqs.Publishe
 	return pub, nil
 }
 
-// NewSubscriber returns a Watermill subscriber whose topics are queue names. It receives one
-// message per call: goaws occasionally sends batches the SDK cannot decode.
-func NewSubscriber(awsCfg aws.Config, c Config, log *slog.Logger) (*wsqs.Subscriber, error) {
-	sub, err := wsqs.NewSubscriber(wsqs.SubscriberConfig{
-		AWSConfig:                   awsCfg,
-		OptFns:                      endpointOpts(c),
-		DoNotCreateQueueIfNotExists: true,
-		ReconnectRetrySleep:         time.Second,
-		GenerateReceiveMessageInput: func(ctx context.Context, queueURL wsqs.QueueURL) (*sqs.ReceiveMessageInput, error) {
-			return &sqs.ReceiveMessageInput{
-				QueueUrl:              aws.String(string(queueURL)),
-				MessageAttributeNames: []string{"All"},
-				WaitTimeSeconds:       10,
-				MaxNumberOfMessages:   1,
-			}, nil
-		},
-	}, watermill.NewSlogLogger(log))
-	if err != nil {
-		return nil, fmt.Errorf("new SQS subscriber: %w", err)
-	}
-	return sub, nil
-}
-
 // Ping checks that SQS answers and the payment queue exists.
 func Ping(ctx context.Context, client *sqs.Client, c Config) error {
 	if _, err := client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(c.Name(PaymentQueue))}); err != nil {

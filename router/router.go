@@ -43,8 +43,8 @@ type StageFunc func(ctx context.Context, trigger eventstore.Record) error
 
 // Stage is one stage the router feeds.
 type Stage struct {
-	// Name is the base of the Watermill handler names ("<name>-<n>"); it must never change
-	// once shipped, as handler names identify consumers.
+	// Name is the Watermill handler's name; it must never change once shipped, as handler
+	// names identify consumers (in metrics, in logs).
 	Name  string
 	Queue string // unprefixed queue name
 	Run   StageFunc
@@ -53,9 +53,6 @@ type Stage struct {
 // Config tunes the router.
 type Config struct {
 	Queues queues.Config
-	// Consumers is how many handlers consume each queue: watermill-aws receives one
-	// message at a time per subscription, so concurrency comes from several handlers.
-	Consumers int
 	// HandlerTimeout bounds one attempt; it must be well under the visibility timeout.
 	HandlerTimeout time.Duration
 	// Retries is how often a failing message is retried in process before it is nacked
@@ -71,9 +68,6 @@ type Config struct {
 func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, m *metrics.Metrics, log *slog.Logger, stages ...Stage) (*message.Router, error) {
 	if sub == nil || dlqPub == nil || m == nil || log == nil {
 		return nil, errors.New("router: New needs a subscriber, a publisher, metrics and a logger")
-	}
-	if cfg.Consumers < 1 {
-		return nil, fmt.Errorf("router: consumers per queue must be at least 1, got %d", cfg.Consumers)
 	}
 	wlog := watermill.NewSlogLogger(log)
 	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
@@ -104,12 +98,13 @@ func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, m *metric
 			OnRetryHook:     func(int, time.Duration) { m.StageRetries.WithLabelValues(st.Queue).Inc() },
 			Logger:          wlog,
 		}
-		for i := 1; i <= cfg.Consumers; i++ {
-			h := r.AddNoPublisherHandler(fmt.Sprintf("%s-%d", st.Name, i), queue, sub, handle(st, m, log))
-			// Outermost first: dead-letter what retries cannot fix; retry what they can;
-			// bound each attempt; turn panics into errors.
-			h.AddMiddleware(poison, retry.Middleware, middleware.Timeout(cfg.HandlerTimeout), middleware.Recoverer)
-		}
+		// One handler per queue: the router runs each message in a goroutine of its own,
+		// and the subscriber hands out a batch without waiting for acks (bounded by its
+		// in-flight limit), so one subscription is as concurrent as the subscriber allows.
+		h := r.AddNoPublisherHandler(st.Name, queue, sub, handle(st, m, log))
+		// Outermost first: dead-letter what retries cannot fix; retry what they can;
+		// bound each attempt; turn panics into errors.
+		h.AddMiddleware(poison, retry.Middleware, middleware.Timeout(cfg.HandlerTimeout), middleware.Recoverer)
 	}
 	return r, nil
 }

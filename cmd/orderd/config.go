@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/mail"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-sql-driver/mysql"
 
 	"orderd/queues"
@@ -30,7 +32,7 @@ var allComponents = []string{componentAPI, componentPayment, componentInventory,
 // environment.
 var configKeys = []string{
 	"MYSQL_DSN", "SQS_ENDPOINT", "AWS_REGION", "QUEUE_PREFIX", "HTTP_ADDR", "SMTP_ADDR", "MAIL_FROM",
-	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "CONSUMERS_PER_QUEUE", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
+	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "QUEUE_RECEIVERS", "QUEUE_IN_FLIGHT", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
 	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
 	"READY_MAX_LAG", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 }
@@ -46,7 +48,8 @@ type config struct {
 	MailFrom          string
 	AllowedOrigins    []string
 	Components        []string
-	ConsumersPerQueue int
+	QueueReceivers    int // receive loops per queue
+	QueueInFlight     int // most messages of one queue being handled at once
 	DeclineAboveCents int64
 	RedriveAfter      time.Duration // an unfinished order unchanged this long is driven again
 	PprofAddr         string        // where to serve net/http/pprof; empty (the default) serves none
@@ -94,8 +97,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 		MaxReceiveCount: 5,
 	}
 	var err error
-	if c.ConsumersPerQueue, err = strconv.Atoi(get("CONSUMERS_PER_QUEUE", "8")); err != nil || c.ConsumersPerQueue < 1 || c.ConsumersPerQueue > 64 {
-		return config{}, fmt.Errorf("CONSUMERS_PER_QUEUE: must be a whole number from 1 to 64, got %q", getenv("CONSUMERS_PER_QUEUE"))
+	if c.QueueReceivers, err = strconv.Atoi(get("QUEUE_RECEIVERS", "4")); err != nil || c.QueueReceivers < 1 || c.QueueReceivers > 16 {
+		return config{}, fmt.Errorf("QUEUE_RECEIVERS: must be a whole number from 1 to 16, got %q", getenv("QUEUE_RECEIVERS"))
+	}
+	if c.QueueInFlight, err = strconv.Atoi(get("QUEUE_IN_FLIGHT", "40")); err != nil || c.QueueInFlight < 10 || c.QueueInFlight > 1000 {
+		return config{}, fmt.Errorf("QUEUE_IN_FLIGHT: must be a whole number from 10 to 1000, got %q", getenv("QUEUE_IN_FLIGHT"))
 	}
 	if c.DeclineAboveCents, err = strconv.ParseInt(get("PAYMENT_DECLINE_ABOVE_CENTS", "100000"), 10, 64); err != nil || c.DeclineAboveCents < 0 {
 		return config{}, fmt.Errorf("PAYMENT_DECLINE_ABOVE_CENTS: must be a non-negative whole number of cents, got %q", getenv("PAYMENT_DECLINE_ABOVE_CENTS"))
@@ -163,6 +169,18 @@ func (c config) validate() error {
 func (c config) queues() queues.Config {
 	return queues.Config{Endpoint: c.SQSEndpoint, Region: c.AWSRegion, Prefix: c.QueuePrefix,
 		VisibilityTimeout: c.VisibilityTimeout, MaxReceiveCount: c.MaxReceiveCount}
+}
+
+// subscriber returns the SQS subscriber the stages' router reads from.
+func (c config) subscriber(client *sqs.Client, log *slog.Logger) (*queues.BatchSubscriber, error) {
+	return queues.NewBatchSubscriber(client, queues.BatchSubscriberConfig{
+		Receivers:   c.QueueReceivers,
+		MaxInFlight: c.QueueInFlight,
+		// A message that failed its in-process retries comes back after the visibility
+		// timeout, as if its handler had died: a dependency that is down (SMTP) gets that long
+		// to return before each of the MaxReceiveCount receives that lead to the DLQ.
+		NackDelay: c.VisibilityTimeout,
+	}, log)
 }
 
 // runs reports whether component is enabled.

@@ -156,7 +156,7 @@ func duplicatesSeam(t *testing.T, env *testenv.Env, mailDomain string) *duplicat
 	must(t, err)
 	pub, err := queues.NewPublisher(awsCfg, qcfg, log)
 	must(t, err)
-	sub, err := queues.NewSubscriber(awsCfg, qcfg, log)
+	sub, err := cfg.subscriber(queues.NewClient(awsCfg, qcfg), log)
 	must(t, err)
 	writer, err := outbox.NewWriter(router.Route(qcfg))
 	must(t, err)
@@ -183,7 +183,7 @@ func duplicatesSeam(t *testing.T, env *testenv.Env, mailDomain string) *duplicat
 		d.mu.Unlock()
 		return stages.Payment(ctx, rec)
 	}
-	r, err := router.New(router.Config{Queues: qcfg, Consumers: cfg.ConsumersPerQueue, HandlerTimeout: cfg.HandlerTimeout, Retries: cfg.Retries}, sub, dlqPub, metrics.New(), log,
+	r, err := router.New(router.Config{Queues: qcfg, HandlerTimeout: cfg.HandlerTimeout, Retries: cfg.Retries}, sub, dlqPub, metrics.New(), log,
 		router.Stage{Name: "payment-charge-or-refund", Queue: queues.PaymentQueue, Run: pay})
 	must(t, err)
 

@@ -124,7 +124,7 @@ func dumpTable(t *testing.T, env *testenv.Env, table string) []string {
 
 func TestRunRejectsBadConfig(t *testing.T) {
 	for key, val := range map[string]string{
-		"MYSQL_DSN": "not a dsn", "SQS_ENDPOINT": "ftp://x", "HTTP_ADDR": "8080", "CONSUMERS_PER_QUEUE": "0",
+		"MYSQL_DSN": "not a dsn", "SQS_ENDPOINT": "ftp://x", "HTTP_ADDR": "8080", "QUEUE_IN_FLIGHT": "5", "QUEUE_RECEIVERS": "0",
 		"ORDERD_COMPONENTS": "api,billing", "MAIL_FROM": "not-an-address", "QUEUE_PREFIX": "a b",
 	} {
 		err := run(context.Background(), []string{"serve"}, func(k string) string {

@@ -237,7 +237,7 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 			enabled = append(enabled, st.stage)
 		}
 	}
-	sub, err := queues.NewSubscriber(awsCfg, qcfg, s.log)
+	sub, err := s.cfg.subscriber(queues.NewClient(awsCfg, qcfg), s.log)
 	if err != nil {
 		return err
 	}
@@ -249,7 +249,7 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 	if err != nil {
 		return err
 	}
-	s.router, err = router.New(router.Config{Queues: qcfg, Consumers: s.cfg.ConsumersPerQueue,
+	s.router, err = router.New(router.Config{Queues: qcfg,
 		HandlerTimeout: s.cfg.HandlerTimeout, Retries: s.cfg.Retries}, sub, dlqPub, s.metrics, s.log, enabled...)
 	if err != nil {
 		return err
