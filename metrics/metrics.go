@@ -35,6 +35,8 @@ type Metrics struct {
 	StageDuration *prometheus.HistogramVec
 	// EventsAppended counts events committed to the log, by type.
 	EventsAppended *prometheus.CounterVec
+	// SQSRequests counts HTTP requests to SQS, by operation.
+	SQSRequests *prometheus.CounterVec
 	// CommitOrders observes how many orders each event-log commit appended to: the size of
 	// the store's commit groups.
 	CommitOrders prometheus.Histogram
@@ -56,10 +58,12 @@ func New() *Metrics {
 			Help: "Time one attempt at a message takes, by stage.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"stage"}),
 		EventsAppended: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "events_appended_total",
 			Help: "Events committed to the event log, by type."}, []string{"type"}),
+		SQSRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "sqs_requests_total",
+			Help: "HTTP requests to SQS, by operation (each retry counts)."}, []string{"operation"}),
 		CommitOrders: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "commit_orders",
 			Help: "Orders appended to per event-log commit (concurrent appends share a commit).", Buckets: prometheus.ExponentialBuckets(1, 2, 7)}),
 	}
-	m.registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.StageMessages, m.StageRetries, m.StageDuration, m.EventsAppended, m.CommitOrders,
+	m.registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.StageMessages, m.StageRetries, m.StageDuration, m.EventsAppended, m.CommitOrders, m.SQSRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -14,11 +14,13 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wsqs "github.com/ThreeDotsLabs/watermill-aws/sqs"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/aws/smithy-go/middleware"
 )
 
 // The seed's queue names; a deployment's QUEUE_PREFIX goes in front of each.
@@ -67,9 +69,24 @@ func AWSConfig(ctx context.Context, c Config) (aws.Config, error) {
 	return cfg, nil
 }
 
-// NewClient returns an SQS client for c.
-func NewClient(awsCfg aws.Config, c Config) *sqs.Client {
-	return sqs.NewFromConfig(awsCfg, endpointOpts(c)...)
+// NewClient returns an SQS client for c; opts adjust it (CountRequests).
+func NewClient(awsCfg aws.Config, c Config, opts ...func(*sqs.Options)) *sqs.Client {
+	return sqs.NewFromConfig(awsCfg, append(endpointOpts(c), opts...)...)
+}
+
+// CountRequests returns a client option that calls count with the operation's name for every
+// HTTP request the client sends (a retried call counts each attempt): what the SQS bill and
+// the emulator's CPU follow.
+func CountRequests(count func(operation string)) func(*sqs.Options) {
+	return func(o *sqs.Options) {
+		o.APIOptions = append(o.APIOptions, func(stack *middleware.Stack) error {
+			return stack.Finalize.Add(middleware.FinalizeMiddlewareFunc("CountRequests",
+				func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+					count(awsmiddleware.GetOperationName(ctx))
+					return next.HandleFinalize(ctx, in)
+				}), middleware.After)
+		})
+	}
 }
 
 // NewReceiveClient returns an SQS client with an HTTP connection pool of its own, for the
@@ -78,10 +95,10 @@ func NewClient(awsCfg aws.Config, c Config) *sqs.Client {
 // connection") after goaws had already handed out its messages, which then stayed hidden for
 // the whole visibility timeout (10–27 of every 3,000 orders took 30 s longer); with a pool of
 // its own, none did in three runs.
-func NewReceiveClient(awsCfg aws.Config, c Config) *sqs.Client {
+func NewReceiveClient(awsCfg aws.Config, c Config, opts ...func(*sqs.Options)) *sqs.Client {
 	own := awsCfg.Copy()
 	own.HTTPClient = awshttp.NewBuildableClient()
-	return NewClient(own, c)
+	return NewClient(own, c, opts...)
 }
 
 func endpointOpts(c Config) []func(*sqs.Options) {

@@ -69,6 +69,11 @@ func TestMetricsAndReadiness(t *testing.T) {
 		}
 		return true, ""
 	})
+	for _, op := range []string{"ReceiveMessage", "DeleteMessageBatch", "SendMessageBatch"} {
+		if got[fmt.Sprintf(`orderd_sqs_requests_total{operation="%s"}`, op)] == "" {
+			t.Errorf("no count of SQS %s requests", op)
+		}
+	}
 	for _, stage := range []string{"PaymentStatusQueue", "InventoryStatusQueue", "EmailNotificationQueue"} {
 		key := fmt.Sprintf(`orderd_stage_messages_total{outcome="handled",stage="%s"}`, stage)
 		if got[key] == "" || got[key] == "0" {

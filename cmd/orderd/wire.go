@@ -145,7 +145,8 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 	if err != nil {
 		return nil, err
 	}
-	sqsClient := queues.NewClient(awsCfg, qcfg)
+	s.metrics = metrics.New()
+	sqsClient := queues.NewClient(awsCfg, qcfg, s.countSQS())
 	if err := queues.Ensure(ctx, sqsClient, qcfg); err != nil {
 		return nil, fmt.Errorf("SQS at %s: %w", endpointName(cfg.SQSEndpoint), err)
 	}
@@ -161,7 +162,6 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 	if s.store, err = eventstore.New(s.db, projections.Orders{}, writer); err != nil {
 		return nil, err
 	}
-	s.metrics = metrics.New()
 	s.store.OnCommit(func(appended []eventstore.Record) {
 		orders := 0
 		for i, r := range appended {
@@ -237,7 +237,7 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 			enabled = append(enabled, st.stage)
 		}
 	}
-	sub, err := s.cfg.subscriber(queues.NewReceiveClient(awsCfg, qcfg), s.log)
+	sub, err := s.cfg.subscriber(queues.NewReceiveClient(awsCfg, qcfg, s.countSQS()), s.log)
 	if err != nil {
 		return err
 	}
@@ -257,6 +257,11 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 	// Watermill's own metrics: messages received and acked per handler, handler execution time.
 	wmetrics.NewPrometheusMetricsBuilder(s.metrics.Registerer(), "orderd", "watermill").AddPrometheusRouterMetrics(s.router)
 	return nil
+}
+
+// countSQS is the client option that counts SQS requests in the metrics.
+func (s *service) countSQS() func(*sqs.Options) {
+	return queues.CountRequests(func(op string) { s.metrics.SQSRequests.WithLabelValues(op).Inc() })
 }
 
 func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *ordering.Catalog) error {
