@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -199,51 +200,55 @@ func (s *Store) tryGroup(ctx context.Context, group []*request) error {
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
 
+	// Past the barrier (in share mode) first: see Pause. Before anything is read, too: the
+	// transaction's snapshot is then taken after any projection swap that paused appends
+	// (RENAME TABLE), never before it, so its writes go to the table that is live. The
+	// session's auto_increment_increment comes along, to number the rows of multi-row inserts.
+	var one int
+	var increment int64
+	if err := tx.QueryRowContext(ctx, `SELECT id, @@SESSION.auto_increment_increment FROM event_log_barrier WHERE id = 1 LOCK IN SHARE MODE`).Scan(&one, &increment); err != nil {
+		return fmt.Errorf("pass the log barrier: %w", err)
+	}
 	streams, err := lockStreams(ctx, tx, group)
 	if err != nil {
 		return err
 	}
-	var touched []*stream // in the order of their first append, for the hooks
-	// Decisions that write through the transaction go first: they take locks (stock rows)
-	// that can deadlock with another group, and a group that fails while they run has not
-	// yet run any decision that calls the outside world (an email), so running its requests
-	// again repeats nothing outside the database.
-	for _, r := range slices.Concat(filter(group, isUpdate(true)), filter(group, isUpdate(false))) {
-		st := streams[r.id]
-		if st == nil {
-			r.err = domain.NotFound("order %d does not exist", r.id)
-			continue
-		}
-		events, err := decideIn(ctx, tx, r, st, len(group) > 1)
-		if err != nil {
-			return err
-		}
-		if err := st.add(r, events, &touched); err != nil {
+	// Decisions that write through the transaction go first, one at a time: they take locks
+	// (stock rows) that can deadlock with another group, and a group that fails while they
+	// run has not yet run any decision that calls the outside world (an email), so running
+	// its requests again repeats nothing outside the database.
+	for _, r := range filter(group, isUpdate(true)) {
+		if err := decideOn(ctx, tx, r, streams, len(group) > 1); err != nil {
 			return err
 		}
 	}
+	// The others do not use the transaction: they run at once, one goroutine per order (an
+	// order's requests in turn), so that their calls to the outside world overlap.
+	if err := decideConcurrently(ctx, filter(group, isUpdate(false)), streams); err != nil {
+		return err
+	}
 	creates := slices.ContainsFunc(group, func(r *request) bool { return r.create != nil })
-	if len(touched) == 0 && !creates {
+	if !creates && !slices.ContainsFunc(group, func(r *request) bool { return r.st != nil }) {
 		return nil // nothing to write: no step was due
 	}
 
-	var one int
-	var increment int64
-	// Past the barrier (in share mode) before the first insert: see Pause. The session's
-	// auto_increment_increment comes along, to number the rows of multi-row inserts.
-	if err := tx.QueryRowContext(ctx, `SELECT id, @@SESSION.auto_increment_increment FROM event_log_barrier WHERE id = 1 LOCK IN SHARE MODE`).Scan(&one, &increment); err != nil {
-		return fmt.Errorf("pass the log barrier: %w", err)
-	}
 	if creates {
 		if err := s.allocate(ctx, tx, group, increment); err != nil {
 			return err
 		}
 		for _, r := range group {
 			if r.create != nil {
-				if err := (&stream{id: r.newID}).add(r, r.events, &touched); err != nil {
+				if err := (&stream{id: r.newID}).add(r, r.events); err != nil {
 					return err
 				}
 			}
+		}
+	}
+	// The streams appended to, in the order of the group's requests.
+	var touched []*stream
+	for _, r := range group {
+		if r.st != nil && !slices.Contains(touched, r.st) {
+			touched = append(touched, r.st)
 		}
 	}
 	if err := insertEvents(ctx, tx, touched, increment, s.now()); err != nil {
@@ -289,14 +294,58 @@ func filter(group []*request, keep func(*request) bool) []*request {
 	return out
 }
 
-// add appends events to st as its next versions, on behalf of r, and lists st in touched on
-// its first append.
-func (st *stream) add(r *request, events []domain.Event, touched *[]*stream) error {
-	if r.err != nil || len(events) == 0 {
+// decideOn runs r's decision on its order's stream and adds the events it decides to it.
+func decideOn(ctx context.Context, tx *sql.Tx, r *request, streams map[domain.OrderID]*stream, grouped bool) error {
+	st := streams[r.id]
+	if st == nil {
+		r.err = domain.NotFound("order %d does not exist", r.id)
 		return nil
 	}
-	if len(st.appended) == 0 {
-		*touched = append(*touched, st)
+	events, err := decideIn(ctx, tx, r, st, grouped)
+	if err != nil {
+		return err
+	}
+	return st.add(r, events)
+}
+
+// decideConcurrently runs decisions that do not use the transaction, one goroutine per
+// order.
+func decideConcurrently(ctx context.Context, reqs []*request, streams map[domain.OrderID]*stream) error {
+	byOrder := map[domain.OrderID][]*request{}
+	for _, r := range reqs {
+		byOrder[r.id] = append(byOrder[r.id], r)
+	}
+	decide := func(reqs []*request) error {
+		for _, r := range reqs {
+			if err := decideOn(ctx, nil, r, streams, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(byOrder) == 1 {
+		return decide(reqs)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, reqs := range byOrder {
+		wg.Go(func() {
+			if err := decide(reqs); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// add appends events to st as its next versions, on behalf of r.
+func (st *stream) add(r *request, events []domain.Event) error {
+	if r.err != nil || len(events) == 0 {
+		return nil
 	}
 	r.st, r.from = st, len(st.appended)
 	for _, e := range events {
