@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -77,18 +78,32 @@ var payloadColumn = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var conds []string
+	byVersion := map[int][]string{}
 	for typ := range payloadFree {
-		conds = append(conds, fmt.Sprintf("(event_type = '%s' AND schema_version = %d)", typ, versions[typ]))
+		byVersion[versions[typ]] = append(byVersion[versions[typ]], "'"+typ+"'")
 	}
-	return "CASE WHEN " + strings.Join(conds, " OR ") + " THEN NULL ELSE payload END", nil
+	var conds []string
+	for v, types := range byVersion {
+		slices.Sort(types)
+		conds = append(conds, fmt.Sprintf("(schema_version = %d AND event_type IN (%s))", v, strings.Join(types, ", ")))
+	}
+	slices.Sort(conds)
+	return "IF(" + strings.Join(conds, " OR ") + ", NULL, payload)", nil
 })
 
 // decoder turns the columns a replay reads into records.
 type decoder struct {
-	versions map[string]int    // current schema version per event type
-	names    map[string]string // the type names, to intern them
-	loc      *time.Location    // the pool's, as its driver would read DATETIMEs
+	types map[string]*eventType // the known types, by name
+	loc   *time.Location        // the pool's, as its driver would read DATETIMEs
+}
+
+// eventType is what a replay decodes a known event type with: one map lookup per event
+// instead of one per table.
+type eventType struct {
+	name    string                             // the type's name, interned
+	current int                                // its current schema version
+	free    domain.Event                       // the zero value, if Apply ignores its payload (payloadFree)
+	fast    func([]byte) (domain.Event, error) // its fast decoder, if any (fastTypes)
 }
 
 // newDecoder returns a decoder for records read through q.
@@ -97,12 +112,13 @@ func newDecoder(ctx context.Context, q eventstore.Queryer) (decoder, error) {
 	if err != nil {
 		return decoder{}, err
 	}
-	d := decoder{versions: v, names: map[string]string{}, loc: time.UTC}
-	for typ := range v {
-		d.names[typ] = typ
+	d := decoder{types: map[string]*eventType{}, loc: time.UTC}
+	for typ, current := range v {
+		d.types[typ] = &eventType{name: typ, current: current, free: payloadFree[typ], fast: fastTypes[typ]}
 	}
-	// Times come as text, parsed here; they must land in the location the driver would put
-	// them in (its DSN's loc, with parseTime), or a row written back through it would shift.
+	// Without parseTime the driver hands times over as text, parsed here; they must land in
+	// the location the driver would put them in (its DSN's loc, with parseTime), or a row
+	// written back through it would shift.
 	rows, err := q.QueryContext(ctx, `SELECT CAST('2000-01-01 00:00:00' AS DATETIME)`)
 	if err != nil {
 		return decoder{}, fmt.Errorf("read the pool's time zone: %w", err)
@@ -121,16 +137,16 @@ func newDecoder(ctx context.Context, q eventstore.Queryer) (decoder, error) {
 }
 
 // decode fills rec.Event (and rec.SchemaVersion, which becomes the current one, as
-// eventstore's reader does) from the stored type, schema version and payload.
-func (d decoder) decode(rec *eventstore.Record, payload []byte, hasPayload bool) error {
-	current, known := d.versions[rec.Type]
-	if known && rec.SchemaVersion == current {
-		if zero, ok := payloadFree[rec.Type]; ok {
-			rec.Event = zero
+// eventstore's reader does) from the stored type, schema version and payload; typ is
+// rec.Type's entry in d.types, nil for an unknown type.
+func (d decoder) decode(rec *eventstore.Record, typ *eventType, payload []byte, hasPayload bool) error {
+	if typ != nil && rec.SchemaVersion == typ.current {
+		if typ.free != nil {
+			rec.Event = typ.free
 			return nil
 		}
-		if f, ok := fastTypes[rec.Type]; ok && hasPayload {
-			e, err := f(payload)
+		if typ.fast != nil && hasPayload {
+			e, err := typ.fast(payload)
 			if err != nil {
 				// Let eventstore word the error, exactly as it would on a live read.
 				return d.slow(rec, payload)

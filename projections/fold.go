@@ -19,7 +19,8 @@ var (
 	chunkPositions int64 = 16384 // positions per read; one read per chunk
 	readers              = 2     // connections reading chunks in parallel
 	writers              = 2     // connections writing rows in parallel
-	writeBatch           = 2000  // rows per write
+	writeBatch           = 2000  // rows per INSERT (catch-up, refolds); 14 placeholders each
+	loadBatch            = 5000  // rows per LOAD DATA: fewer, bigger loads cost the server less
 	maxOpen              = 50000 // orders held in memory while their stream is unfinished
 )
 
@@ -34,7 +35,7 @@ var (
 // already written marks the stream for a refold, stream by stream, at the end; so the
 // settled test is only a memory hint and correctness never rests on it.
 func foldLog(ctx context.Context, w loadWriter, snap *snapshot, progress func(events int64)) (events, orders int64, refolded []domain.OrderID, err error) {
-	dec, err := newDecoder(ctx, snap.txs[0])
+	dec, err := newDecoder(ctx, snap.conns[0])
 	if err != nil {
 		return 0, 0, nil, err
 	}
@@ -45,31 +46,36 @@ func foldLog(ctx context.Context, w loadWriter, snap *snapshot, progress func(ev
 	g, ctx := errgroup.WithContext(ctx)
 
 	// Readers: reader r reads chunks r, r+n, r+2n… so the folder can take them in order.
-	n := min(readers, len(snap.txs))
+	n := min(readers, len(snap.conns))
 	chunks := make([]chan []eventstore.Record, n)
 	free := make(chan []eventstore.Record, 3*n)
 	for r := range n {
 		chunks[r] = make(chan []eventstore.Record, 1)
 		g.Go(func() error {
 			defer close(chunks[r])
-			for lo := snap.minPosition + int64(r)*chunkPositions; snap.maxPosition > 0 && lo <= snap.maxPosition; lo += int64(n) * chunkPositions {
-				var buf []eventstore.Record
-				select {
-				case buf = <-free:
-				default:
-					buf = make([]eventstore.Record, 0, chunkPositions)
-				}
-				buf, err := readEvents(ctx, snap.txs[r], dec, buf[:0], query, lo, lo+chunkPositions)
-				if err != nil {
-					return err
-				}
-				select {
-				case chunks[r] <- buf:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
+			if snap.maxPosition == 0 {
+				return nil
 			}
-			return nil
+			return readRaw(ctx, snap.conns[r], dec, query, func(read func([]eventstore.Record, ...any) ([]eventstore.Record, error)) error {
+				for lo := snap.minPosition + int64(r)*chunkPositions; lo <= snap.maxPosition; lo += int64(n) * chunkPositions {
+					var buf []eventstore.Record
+					select {
+					case buf = <-free:
+					default:
+						buf = make([]eventstore.Record, 0, chunkPositions)
+					}
+					buf, err := read(buf[:0], lo, lo+chunkPositions)
+					if err != nil {
+						return err
+					}
+					select {
+					case chunks[r] <- buf:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+				return nil
+			})
 		})
 	}
 
@@ -197,11 +203,11 @@ func (f *folder) flushAll() error {
 // emit hands the row over to the writers; the folder no longer touches it.
 func (f *folder) emit(r *OrderRow) error {
 	if f.batch == nil {
-		f.batch = make([]*OrderRow, 0, writeBatch)
+		f.batch = make([]*OrderRow, 0, loadBatch)
 	}
 	f.batch = append(f.batch, r)
 	f.written++
-	if len(f.batch) == writeBatch {
+	if len(f.batch) == loadBatch {
 		return f.send()
 	}
 	return nil
@@ -225,7 +231,7 @@ func (f *folder) send() error {
 
 // refoldStreams folds the given streams whole from the snapshot and upserts their rows.
 func refoldStreams(ctx context.Context, snap *snapshot, ids []domain.OrderID, write func([]OrderRow) error) error {
-	dec, err := newDecoder(ctx, snap.txs[0])
+	dec, err := newDecoder(ctx, snap.conns[0])
 	if err != nil {
 		return err
 	}
@@ -241,7 +247,7 @@ func refoldStreams(ctx context.Context, snap *snapshot, ids []domain.OrderID, wr
 		if err != nil {
 			return err
 		}
-		recs, err := readEvents(ctx, snap.txs[0], dec, nil, query, args...)
+		recs, err := readEvents(ctx, snap.conns[0], dec, nil, query, args...)
 		if err != nil {
 			return fmt.Errorf("refold: %w", err)
 		}

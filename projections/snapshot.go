@@ -3,8 +3,10 @@ package projections
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 
 	"orderd/domain"
 	"orderd/eventstore"
@@ -15,8 +17,12 @@ import (
 // paused (eventstore.Pause), when every append has either committed (its events and its
 // orders row together, in one transaction) or not yet begun, and nothing that writes either
 // table can commit. Several transactions let several connections read it in parallel.
+//
+// Each transaction is begun with SQL on a connection of its own rather than with BeginTx,
+// so that a reader can reach the driver's connection (sql.Conn.Raw; see readRaw) while it
+// is in the transaction; close ends them and returns the connections to the pool.
 type snapshot struct {
-	txs                      []*sql.Tx
+	conns                    []*sql.Conn
 	minPosition, maxPosition int64          // of the events it holds; 0 when the log is empty
 	minStream, maxStream     domain.OrderID // likewise
 }
@@ -36,17 +42,23 @@ func takeSnapshot(ctx context.Context, db *sql.DB, conn *sql.Conn, n int) (_ *sn
 		}
 	}()
 	for i := 0; i < n; i++ {
-		tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+		c, err := db.Conn(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot: %w", err)
 		}
-		s.txs = append(s.txs, tx)
+		s.conns = append(s.conns, c)
+		// As BeginTx(LevelRepeatableRead, ReadOnly) would begin it.
+		for _, stmt := range []string{`SET TRANSACTION ISOLATION LEVEL REPEATABLE READ`, `START TRANSACTION READ ONLY`} {
+			if _, err := c.ExecContext(ctx, stmt); err != nil {
+				return nil, fmt.Errorf("snapshot: %w", err)
+			}
+		}
 		// The first read fixes the transaction's view; every later read sees the log as of here.
 		// It reads only the log: a read of the live table would hold it (a metadata lock)
 		// until the transaction ends, and a replay's swap must not wait for that.
 		var minPos, maxPos, minID, maxID sql.NullInt64
-		err = tx.QueryRowContext(ctx, `SELECT (SELECT MIN(position) FROM events), (SELECT MAX(position) FROM events),
-			(SELECT MIN(stream_id) FROM events), (SELECT MAX(stream_id) FROM events)`).Scan(&minPos, &maxPos, &minID, &maxID)
+		err = c.QueryRowContext(ctx, `SELECT (SELECT MIN(position) FROM events), (SELECT MAX(position) FROM events),
+			(SELECT MIN(stream_id) FROM events), (SELECT MAX(stream_id) FROM events)`+readBufferPadding).Scan(&minPos, &maxPos, &minID, &maxID)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot: %w", err)
 		}
@@ -60,9 +72,23 @@ func takeSnapshot(ctx context.Context, db *sql.DB, conn *sql.Conn, n int) (_ *sn
 	return s, nil
 }
 
+// readBufferPadding pads a statement to readBufferSize bytes with a comment, which the
+// server skips. The driver reads results into its connection's buffer, 4 KiB unless a
+// bigger packet went through it before (it then keeps the bigger one, up to 256 KiB): a
+// snapshot connection reads the whole log, and with 4 KiB a read system call per 4 KiB
+// of it; sending one big statement first makes each read take up to 64 KiB.
+var readBufferPadding = " /*" + strings.Repeat(" ", readBufferSize) + "*/"
+
+const readBufferSize = 64 << 10
+
+// close ends the transactions and returns their connections to the pool; one whose
+// transaction might still be open (its ROLLBACK failed) is closed instead.
 func (s *snapshot) close() {
-	for _, tx := range s.txs {
-		tx.Rollback() //nolint:errcheck // read-only
+	for _, c := range s.conns {
+		if _, err := c.ExecContext(context.Background(), `ROLLBACK`); err != nil {
+			c.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // the error is the point: the pool drops the connection
+		}
+		c.Close()
 	}
-	s.txs = nil
+	s.conns = nil
 }

@@ -80,7 +80,7 @@ func Verify(ctx context.Context, db *sql.DB, opts VerifyOptions) (VerifyStats, e
 		return VerifyStats{}, fmt.Errorf("verify: %w", err)
 	}
 	defer snap.close()
-	dec, err := newDecoder(ctx, snap.txs[0])
+	dec, err := newDecoder(ctx, snap.conns[0])
 	if err != nil {
 		return VerifyStats{}, err
 	}
@@ -98,13 +98,13 @@ func Verify(ctx context.Context, db *sql.DB, opts VerifyOptions) (VerifyStats, e
 	if snap.maxPosition == 0 { // no stream at all: every row is extra
 		below, above = "order_id = order_id OR ? = 0", "FALSE AND ? = 0"
 	}
-	if err := extraRows(ctx, snap.txs[0], below, snap.minStream, &stats, onDiff); err != nil {
+	if err := extraRows(ctx, snap.conns[0], below, snap.minStream, &stats, onDiff); err != nil {
 		return stats, fmt.Errorf("verify: %w", err)
 	}
 
 	// Worker r compares chunks r, r+n, r+2n…; the main loop takes their results in order.
 	g, gctx := errgroup.WithContext(ctx)
-	n := len(snap.txs)
+	n := len(snap.conns)
 	results := make([]chan chunkResult, n)
 	for r := range n {
 		results[r] = make(chan chunkResult, 1)
@@ -114,7 +114,7 @@ func Verify(ctx context.Context, db *sql.DB, opts VerifyOptions) (VerifyStats, e
 			var rows []OrderRow
 			for lo := snap.minStream + domain.OrderID(r)*verifyChunk; snap.maxPosition > 0 && lo <= snap.maxStream; lo += domain.OrderID(n) * verifyChunk {
 				hi := min(lo+verifyChunk, snap.maxStream+1)
-				res, err := compareChunk(gctx, snap.txs[r], dec, lo, hi, &recs, &rows)
+				res, err := compareChunk(gctx, snap.conns[r], dec, lo, hi, &recs, &rows)
 				if err != nil {
 					return fmt.Errorf("orders %d to %d: %w", lo, hi-1, err)
 				}
@@ -146,7 +146,7 @@ func Verify(ctx context.Context, db *sql.DB, opts VerifyOptions) (VerifyStats, e
 	})
 	err = g.Wait()
 	if err == nil {
-		err = extraRows(ctx, snap.txs[0], above, snap.maxStream, &stats, onDiff)
+		err = extraRows(ctx, snap.conns[0], above, snap.maxStream, &stats, onDiff)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -159,7 +159,7 @@ func Verify(ctx context.Context, db *sql.DB, opts VerifyOptions) (VerifyStats, e
 }
 
 // extraRows reports the live rows matching where as rows the log has no stream for.
-func extraRows(ctx context.Context, tx *sql.Tx, where string, arg domain.OrderID, stats *VerifyStats, onDiff func(Difference)) error {
+func extraRows(ctx context.Context, tx *sql.Conn, where string, arg domain.OrderID, stats *VerifyStats, onDiff func(Difference)) error {
 	rows, err := tx.QueryContext(ctx, `SELECT order_id FROM `+OrdersTable+` WHERE `+where+` ORDER BY order_id`, arg)
 	if err != nil {
 		return err
@@ -183,7 +183,7 @@ type chunkResult struct {
 
 // compareChunk folds the streams with ids in [lo, hi) and merges them with the live rows of
 // the same ids, both sorted by id.
-func compareChunk(ctx context.Context, tx *sql.Tx, dec decoder, lo, hi domain.OrderID, recs *[]eventstore.Record, rows *[]OrderRow) (chunkResult, error) {
+func compareChunk(ctx context.Context, tx *sql.Conn, dec decoder, lo, hi domain.OrderID, recs *[]eventstore.Record, rows *[]OrderRow) (chunkResult, error) {
 	var res chunkResult
 	var err error
 	if *recs, *rows, err = readStreams(ctx, tx, dec, lo, hi, *recs, *rows); err != nil {

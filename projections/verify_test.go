@@ -23,10 +23,10 @@ import (
 
 // tiny shrinks the fold's tuning for the rest of the test.
 func tiny(t *testing.T) {
-	saved := [...]any{chunkPositions, writeBatch, maxOpen, verifyChunk}
-	chunkPositions, writeBatch, maxOpen, verifyChunk = 7, 4, 3, 5
+	saved := [...]any{chunkPositions, writeBatch, loadBatch, maxOpen, verifyChunk}
+	chunkPositions, writeBatch, loadBatch, maxOpen, verifyChunk = 7, 4, 4, 3, 5
 	t.Cleanup(func() {
-		chunkPositions, writeBatch, maxOpen, verifyChunk = saved[0].(int64), saved[1].(int), saved[2].(int), saved[3].(domain.OrderID)
+		chunkPositions, writeBatch, loadBatch, maxOpen, verifyChunk = saved[0].(int64), saved[1].(int), saved[2].(int), saved[3].(int), saved[4].(domain.OrderID)
 	})
 }
 

@@ -61,12 +61,18 @@ func (w loadWriter) start(ctx context.Context, g *errgroup.Group) chan []*OrderR
 					}
 					insertOnly.Store(true)
 				}
-				rows := make([]OrderRow, len(b))
-				for i, r := range b {
-					rows[i] = *r
-				}
-				if err := writeRows(ctx, conn, w.table, rows); err != nil {
-					return err
+				// An INSERT of a whole load batch could exceed the 65,535 placeholders of a
+				// statement the server prepares: writeBatch rows at a time.
+				for len(b) > 0 {
+					part := b[:min(writeBatch, len(b))]
+					b = b[len(part):]
+					rows := make([]OrderRow, len(part))
+					for i, r := range part {
+						rows[i] = *r
+					}
+					if err := writeRows(ctx, conn, w.table, rows); err != nil {
+						return err
+					}
 				}
 			}
 			return nil
@@ -140,9 +146,15 @@ func appendLoadRows(dst []byte, rows []*OrderRow) ([]byte, error) {
 func appendField(dst []byte, s string) []byte {
 	dst = append(dst, '\t')
 	for i := 0; i < len(s); i++ {
-		dst = appendEscaped(dst, s[i])
+		if c := s[i]; c == '\\' || c == '\t' || c == '\n' || c == '\r' || c == 0 {
+			dst = append(dst, s[:i]...)
+			for ; i < len(s); i++ {
+				dst = appendEscaped(dst, s[i])
+			}
+			return dst
+		}
 	}
-	return dst
+	return append(dst, s...) // the common case: nothing to escape
 }
 
 func appendNullable(dst []byte, s string) []byte {
