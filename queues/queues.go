@@ -15,7 +15,6 @@ import (
 	wsqs "github.com/ThreeDotsLabs/watermill-aws/sqs"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -87,18 +86,6 @@ func CountRequests(count func(operation string)) func(*sqs.Options) {
 				}), middleware.After)
 		})
 	}
-}
-
-// NewReceiveClient returns an SQS client with an HTTP connection pool of its own, for the
-// subscriber's long polls. Measured: sharing one pool with the relay's sends and the other
-// calls, a ReceiveMessage failed now and then reading its reply ("use of closed network
-// connection") after goaws had already handed out its messages, which then stayed hidden for
-// the whole visibility timeout (10–27 of every 3,000 orders took 30 s longer); with a pool of
-// its own, none did in three runs.
-func NewReceiveClient(awsCfg aws.Config, c Config, opts ...func(*sqs.Options)) *sqs.Client {
-	own := awsCfg.Copy()
-	own.HTTPClient = awshttp.NewBuildableClient()
-	return NewClient(own, c, opts...)
 }
 
 func endpointOpts(c Config) []func(*sqs.Options) {

@@ -156,7 +156,7 @@ func duplicatesSeam(t *testing.T, env *testenv.Env, mailDomain string) *duplicat
 	must(t, err)
 	pub, err := queues.NewPublisher(awsCfg, qcfg, log)
 	must(t, err)
-	sub, err := cfg.subscriber(queues.NewReceiveClient(awsCfg, qcfg), log)
+	sub, err := cfg.subscriber(queues.NewClient(awsCfg, qcfg), log)
 	must(t, err)
 	writer, err := outbox.NewWriter(router.Route(qcfg))
 	must(t, err)

@@ -237,7 +237,7 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 			enabled = append(enabled, st.stage)
 		}
 	}
-	sub, err := s.cfg.subscriber(queues.NewReceiveClient(awsCfg, qcfg, s.countSQS()), s.log)
+	sub, err := s.cfg.subscriber(queues.NewClient(awsCfg, qcfg, s.countSQS()), s.log)
 	if err != nil {
 		return err
 	}
