@@ -54,6 +54,14 @@ type BatchSubscriberConfig struct {
 	// NackDelay is the visibility timeout a nacked message gets, whole seconds. Default 0:
 	// it can be received again at once.
 	NackDelay time.Duration
+	// Visibility, when set (whole seconds), is the visibility timeout each receive asks for
+	// instead of the queue's, and a message still being handled is kept hidden by extending
+	// it every Visibility/2. A handled message is acked long before that, so this costs no
+	// calls; what it buys is that a batch whose receive reply was lost on the way (seen with
+	// goaws: the reply fails "use of closed network connection" after the messages were
+	// handed out) comes back after Visibility, not after the queue's timeout. Default 0: the
+	// queue's visibility timeout, no extensions.
+	Visibility time.Duration
 	// CloseTimeout bounds how long Close waits for handed-out messages to be acked or
 	// nacked. Default 30 s. Messages still unacked then are left to their visibility timeout.
 	CloseTimeout time.Duration
@@ -97,6 +105,8 @@ func (c BatchSubscriberConfig) Validate() error {
 		return fmt.Errorf("queues: MaxInFlight (%d) must be at least MaxMessages (%d)", c.MaxInFlight, c.MaxMessages)
 	case c.NackDelay < 0 || c.NackDelay > 12*time.Hour:
 		return fmt.Errorf("queues: NackDelay must be 0 to 12h, got %s", c.NackDelay)
+	case c.Visibility < 0 || c.Visibility > 12*time.Hour || c.Visibility%time.Second != 0 || c.Visibility > 0 && c.Visibility < 2*time.Second:
+		return fmt.Errorf("queues: Visibility must be 0 or whole seconds from 2s to 12h, got %s", c.Visibility)
 	}
 	return nil
 }
@@ -258,6 +268,7 @@ func (s *subscription) receive(ctx context.Context, slot time.Duration) {
 			QueueUrl:              aws.String(s.queueURL),
 			MaxNumberOfMessages:   n,
 			WaitTimeSeconds:       int32(s.cfg.WaitTime / time.Second),
+			VisibilityTimeout:     int32(s.cfg.Visibility / time.Second), // 0: the queue's
 			MessageAttributeNames: []string{"All"},
 		})
 		if err != nil {
@@ -351,16 +362,29 @@ type batch struct{ left atomic.Int32 }
 // await waits for a message's ack (delete it) or nack (make it visible again).
 func (s *subscription) await(msg *message.Message, receipt string, b *batch) {
 	defer s.waiting.Done()
-	select {
-	case <-msg.Acked():
-		s.slots.Release(1)
-		s.del.add(receipt, b.left.Add(-1) == 0)
-	case <-msg.Nacked():
-		s.nack(receipt)
-		s.settled(b)
-	case <-s.abandon:
-		// Not acked in time: not deleted, and not made visible while a handler may still
-		// be working on it.
+	var extend <-chan time.Time
+	if s.cfg.Visibility > 0 {
+		t := time.NewTicker(s.cfg.Visibility / 2)
+		defer t.Stop()
+		extend = t.C
+	}
+	for {
+		select {
+		case <-msg.Acked():
+			s.slots.Release(1)
+			s.del.add(receipt, b.left.Add(-1) == 0)
+			return
+		case <-msg.Nacked():
+			s.setVisibility(receipt, s.cfg.NackDelay, "nack: message comes back after its visibility timeout instead")
+			s.settled(b)
+			return
+		case <-extend:
+			s.setVisibility(receipt, s.cfg.Visibility, "extend visibility: the message may be received again while handled")
+		case <-s.abandon:
+			// Not acked in time: not deleted, and not made visible while a handler may still
+			// be working on it.
+			return
+		}
 	}
 }
 
@@ -372,19 +396,24 @@ func (s *subscription) settled(b *batch) {
 	}
 }
 
-// nack makes a message visible again after NackDelay. Its context outlives the
-// subscription's: a nack cancelled by Close would leave the message hidden for its full
-// visibility timeout.
+// nack makes a message visible again after NackDelay.
 func (s *subscription) nack(receipt string) {
+	s.setVisibility(receipt, s.cfg.NackDelay, "nack: message comes back after its visibility timeout instead")
+}
+
+// setVisibility makes a message visible again after d, and logs failing with warning. Its
+// context outlives the subscription's: a nack cancelled by Close would leave the message
+// hidden for its full visibility timeout.
+func (s *subscription) setVisibility(receipt string, d time.Duration, warning string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.msgCtx), 10*time.Second)
 	defer cancel()
 	_, err := s.client.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
 		QueueUrl:          aws.String(s.queueURL),
 		ReceiptHandle:     aws.String(receipt),
-		VisibilityTimeout: int32(s.cfg.NackDelay / time.Second),
+		VisibilityTimeout: int32(d / time.Second),
 	})
 	if err != nil {
-		s.log.Warn("nack: message comes back after its visibility timeout instead", "queue", s.queue, "err", err)
+		s.log.Warn(warning, "queue", s.queue, "err", err)
 	}
 }
 

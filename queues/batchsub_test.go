@@ -317,6 +317,54 @@ func TestBatchSubscriberNackedMessageComesBackPromptly(t *testing.T) {
 	e.waitEmpty(url, 3*time.Second)
 }
 
+// TestBatchSubscriberVisibility: with Visibility set, a message held by its handler longer
+// than that is kept hidden (extended), and a message received but never handed to anyone
+// (a lost reply) is visible again after Visibility instead of the queue's 30 s.
+func TestBatchSubscriberVisibility(t *testing.T) {
+	e := newSQSTest(t)
+	url := e.queue("orders", 30*time.Second)
+	e.publish("orders", "m", 1)
+	ch := subscribe(t, e.subscriber(BatchSubscriberConfig{Visibility: 2 * time.Second}), "orders")
+	held := next(t, ch, 5*time.Second)
+	// Held for more than twice the visibility: still hidden, never handed out again.
+	select {
+	case m := <-ch:
+		t.Fatalf("message %s handed out again while its first delivery was being handled", m.UUID)
+	case <-time.After(5 * time.Second):
+	}
+	if total, hidden := e.left(url); total != 1 || hidden != 1 {
+		t.Fatalf("queue: %d messages, %d hidden; want the held one, hidden", total, hidden)
+	}
+	held.Ack()
+	e.waitEmpty(url, 3*time.Second)
+
+}
+
+// TestBatchSubscriberLostReplyComesBackAfterVisibility: a receive whose reply is lost on the
+// way (spoiled here) hid its messages; with Visibility set they come back after it, well
+// before the queue's 30 s visibility timeout.
+func TestBatchSubscriberLostReplyComesBackAfterVisibility(t *testing.T) {
+	e := newSQSTest(t)
+	url := e.queue("orders", 30*time.Second)
+	e.publish("orders", "m", 3)
+	var once sync.Once
+	e.rec.spoil = func(op string, body []byte) []byte {
+		if op == "ReceiveMessage" && bytes.Contains(body, []byte("ReceiptHandle")) {
+			spoilt := body
+			once.Do(func() { spoilt = body[:len(body)/2] })
+			return spoilt
+		}
+		return body
+	}
+	start := time.Now()
+	ch := subscribe(t, e.subscriber(BatchSubscriberConfig{Receivers: 1, RetryDelay: 10 * time.Millisecond, Visibility: 2 * time.Second}), "orders")
+	for range 3 {
+		next(t, ch, 10*time.Second).Ack()
+	}
+	t.Logf("the lost batch came back after %s", time.Since(start).Round(100*time.Millisecond))
+	e.waitEmpty(url, 3*time.Second)
+}
+
 func TestBatchSubscriberClose(t *testing.T) {
 	t.Run("returns promptly during a long poll", func(t *testing.T) {
 		e := newSQSTest(t)

@@ -171,6 +171,9 @@ func (c config) queues() queues.Config {
 		VisibilityTimeout: c.VisibilityTimeout, MaxReceiveCount: c.MaxReceiveCount}
 }
 
+// receiveVisibility is the visibility timeout of each receive (see queues.BatchSubscriberConfig).
+const receiveVisibility = 6 * time.Second
+
 // subscriber returns the SQS subscriber the stages' router reads from.
 func (c config) subscriber(client *sqs.Client, log *slog.Logger) (*queues.BatchSubscriber, error) {
 	return queues.NewBatchSubscriber(client, queues.BatchSubscriberConfig{
@@ -180,6 +183,9 @@ func (c config) subscriber(client *sqs.Client, log *slog.Logger) (*queues.BatchS
 		// timeout, as if its handler had died: a dependency that is down (SMTP) gets that long
 		// to return before each of the MaxReceiveCount receives that lead to the DLQ.
 		NackDelay: c.VisibilityTimeout,
+		// A received batch whose reply goaws lost comes back after 6 s, not the visibility
+		// timeout; a message still being handled is kept hidden by extending it.
+		Visibility: receiveVisibility,
 	}, log)
 }
 
