@@ -347,6 +347,18 @@ func TestBatchSubscriberLostReplyComesBackAfterVisibility(t *testing.T) {
 	e := newSQSTest(t)
 	url := e.queue("orders", 30*time.Second)
 	e.publish("orders", "m", 3)
+	e.spoilFirstBatch()
+	start := time.Now()
+	ch := subscribe(t, e.subscriber(BatchSubscriberConfig{Receivers: 1, RetryDelay: 10 * time.Millisecond, Visibility: 2 * time.Second}), "orders")
+	for range 3 {
+		next(t, ch, 10*time.Second).Ack()
+	}
+	t.Logf("the lost batch came back after %s", time.Since(start).Round(100*time.Millisecond))
+	e.waitEmpty(url, 3*time.Second)
+}
+
+// spoilFirstBatch cuts the first reply that carries messages in half: a reply lost on the way.
+func (e *sqsTest) spoilFirstBatch() {
 	var once sync.Once
 	e.rec.spoil = func(op string, body []byte) []byte {
 		if op == "ReceiveMessage" && bytes.Contains(body, []byte("ReceiptHandle")) {
@@ -356,13 +368,6 @@ func TestBatchSubscriberLostReplyComesBackAfterVisibility(t *testing.T) {
 		}
 		return body
 	}
-	start := time.Now()
-	ch := subscribe(t, e.subscriber(BatchSubscriberConfig{Receivers: 1, RetryDelay: 10 * time.Millisecond, Visibility: 2 * time.Second}), "orders")
-	for range 3 {
-		next(t, ch, 10*time.Second).Ack()
-	}
-	t.Logf("the lost batch came back after %s", time.Since(start).Round(100*time.Millisecond))
-	e.waitEmpty(url, 3*time.Second)
 }
 
 func TestBatchSubscriberClose(t *testing.T) {
@@ -432,15 +437,7 @@ func TestBatchSubscriberFallsBackToSingleReceivesAfterABadReply(t *testing.T) {
 	e := newSQSTest(t)
 	url := e.queue("orders", time.Second) // the spoiled batch comes back after a second
 	e.publish("orders", "m", 10)
-	var once sync.Once
-	e.rec.spoil = func(op string, body []byte) []byte {
-		if op == "ReceiveMessage" && bytes.Contains(body, []byte("ReceiptHandle")) {
-			spoilt := body
-			once.Do(func() { spoilt = body[:len(body)/2] })
-			return spoilt
-		}
-		return body
-	}
+	e.spoilFirstBatch()
 	ch := subscribe(t, e.subscriber(BatchSubscriberConfig{Receivers: 1, RetryDelay: 10 * time.Millisecond}), "orders")
 
 	got := map[string]bool{}
