@@ -156,8 +156,8 @@ type DecideTx func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.E
 // (SQS does that) is therefore decided once: the second delivery waits, then reloads and
 // finds its step no longer due, so a side effect decide performs (a charge, an email) happens
 // once. The lock is a row lock, so a crashed holder releases it with its connection and never
-// strands the order. decide may call slow services: it holds only the order rows of its group
-// meanwhile, and the append's own locks are taken after it returns.
+// strands the order. decide may call slow services: meanwhile it holds the order rows of its
+// group and the log barrier in share mode (a replay's brief pause waits for it).
 //
 // Concurrent calls share transactions (see group.go): decide runs in the order's turn within
 // its group, sees every event appended before it (in the group too), and its result commits
