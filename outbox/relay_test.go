@@ -2,7 +2,6 @@ package outbox_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -372,60 +371,19 @@ func TestRelayPublishesAndDeletes(t *testing.T) {
 	}
 }
 
-// gate is a hook that, once armed, holds the next append inside its transaction (its
-// outbox row written, uncommitted) until released.
-type gate struct {
-	mu          sync.Mutex
-	armed       bool
-	entered     chan eventstore.Record
-	release     chan struct{}
-	releaseOnce sync.Once
-}
-
-func newGate() *gate {
-	return &gate{entered: make(chan eventstore.Record, 1), release: make(chan struct{})}
-}
-
-func (g *gate) Release() { g.releaseOnce.Do(func() { close(g.release) }) }
-
-func (g *gate) AfterAppend(_ context.Context, _ *sql.Tx, changes []eventstore.Change) error {
-	g.mu.Lock()
-	hold := g.armed
-	g.armed = false
-	g.mu.Unlock()
-	if hold {
-		g.entered <- changes[0].Appended[0]
-		<-g.release
-	}
-	return nil
-}
-
 // TestRelayPublishesALateCommit: order 1's append takes position p and its outbox row, but
 // has not committed when order 2 commits at p+1. The relay publishes order 2 at once and
 // order 1 once it commits: nothing is skipped for having committed late.
 func TestRelayPublishesALateCommit(t *testing.T) {
-	g := newGate()
+	g := testenv.NewGate()
 	r := newRig(t, g)
-	t.Cleanup(g.Release) // before the database is dropped
-	g.mu.Lock()
-	g.armed = true
-	g.mu.Unlock()
-	done := make(chan error, 1)
 	var id1 domain.OrderID
-	go func() {
+	held, done := g.Hold(t, func() error {
 		var err error
 		id1, err = r.store.Create(context.Background(), eventstore.CreateRequest{Metadata: eventstore.Metadata{CorrelationID: "corr-1"}},
 			[]domain.Event{domain.OrderPlaced{CustomerName: "One"}})
-		done <- err
-	}()
-	var held eventstore.Record
-	select {
-	case held = <-g.entered:
-	case err := <-done:
-		t.Fatalf("order 1's create finished without reaching the gate: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("order 1's create never reached the gate")
-	}
+		return err
+	})
 	id2 := r.order(t, "two")
 	want2 := r.expected(t, id2)
 	if len(want2) != 1 || want2[0].Position <= held.Position {

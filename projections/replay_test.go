@@ -27,60 +27,6 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// gate is a hook that, once armed, holds the next append inside its transaction (its events
-// have taken their log positions but not committed) until released.
-type gate struct {
-	mu          sync.Mutex
-	armed       bool
-	entered     chan eventstore.Record
-	release     chan struct{}
-	releaseOnce sync.Once
-}
-
-// Release lets the held append (and any later one) through.
-func (g *gate) Release() { g.releaseOnce.Do(func() { close(g.release) }) }
-
-func newGate() *gate {
-	return &gate{entered: make(chan eventstore.Record, 1), release: make(chan struct{})}
-}
-
-func (g *gate) Arm() {
-	g.mu.Lock()
-	g.armed = true
-	g.mu.Unlock()
-}
-
-func (g *gate) AfterAppend(_ context.Context, _ *sql.Tx, changes []eventstore.Change) error {
-	g.mu.Lock()
-	hold := g.armed
-	g.armed = false
-	g.mu.Unlock()
-	if hold {
-		g.entered <- changes[0].Appended[0]
-		<-g.release
-	}
-	return nil
-}
-
-// hold starts append in a goroutine with the gate armed and returns the held record once the
-// append sits uncommitted in its transaction, and a channel with append's result.
-func (g *gate) hold(t *testing.T, append func() error) (eventstore.Record, <-chan error) {
-	t.Helper()
-	t.Cleanup(g.Release) // before the test's database is dropped, which the held tx would block
-	g.Arm()
-	done := make(chan error, 1)
-	go func() { done <- append() }()
-	select {
-	case rec := <-g.entered:
-		return rec, done
-	case err := <-done:
-		t.Fatalf("the append to hold finished without reaching the gate: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the append to hold never reached the gate")
-	}
-	panic("unreachable")
-}
-
 func newStore(t *testing.T, db *sql.DB, hooks ...eventstore.Hook) *eventstore.Store {
 	t.Helper()
 	s, err := eventstore.New(db, append([]eventstore.Hook{projections.Orders{}}, hooks...)...)
@@ -350,12 +296,12 @@ func step(t *testing.T, s *eventstore.Store, id domain.OrderID, d eventstore.Dec
 // up to the highest position I saw" would skip p for good. Rebuild must wait for it.
 func TestRebuildWaitsForAnAppendInFlight(t *testing.T) {
 	env := testenv.New(t)
-	g := newGate()
+	g := testenv.NewGate()
 	s := newStore(t, env.DB, g)
 	id1 := create(t, s, placement("One", domain.Item{SKU: "SKU-MUG", Quantity: 1, UnitPriceCents: 899}))
 
 	// Order 1's payment takes position p and stays uncommitted.
-	held, appendDone := g.hold(t, func() error {
+	held, appendDone := g.Hold(t, func() error {
 		_, err := s.UpdateTx(context.Background(), id1, eventstore.Metadata{}, txDecide(pay))
 		return err
 	})
@@ -497,13 +443,13 @@ func TestRebuildEqualsLive(t *testing.T) {
 
 func TestSecondRebuildIsRefused(t *testing.T) {
 	env := testenv.New(t)
-	g := newGate()
+	g := testenv.NewGate()
 	s := newStore(t, env.DB, g)
 	ids := buildShop(t, s)
 	before := tableRows(t, env, projections.OrdersTable)
 
 	// Hold an append so that the first Rebuild waits at the barrier, holding the replay lock.
-	_, appendDone := g.hold(t, func() error {
+	_, appendDone := g.Hold(t, func() error {
 		_, err := s.UpdateTx(context.Background(), ids[4], eventstore.Metadata{}, txDecide(reserve))
 		return err
 	})
@@ -570,11 +516,11 @@ func TestCancelledRebuildLeavesTheTableIntact(t *testing.T) {
 
 	t.Run("cancelled while waiting at the barrier", func(t *testing.T) {
 		env := testenv.New(t)
-		g := newGate()
+		g := testenv.NewGate()
 		s := newStore(t, env.DB, g)
 		ids := buildShop(t, s)
 
-		_, appendDone := g.hold(t, func() error {
+		_, appendDone := g.Hold(t, func() error {
 			_, err := s.UpdateTx(context.Background(), ids[3], eventstore.Metadata{}, txDecide(pay))
 			return err
 		})
@@ -706,13 +652,13 @@ func TestRebuildDuringConcurrentAppends(t *testing.T) {
 // runs, sharing a MySQL server).
 func TestRebuildLockIsPerDatabase(t *testing.T) {
 	a, b := testenv.New(t), testenv.New(t)
-	g := newGate()
+	g := testenv.NewGate()
 	sa := newStore(t, a.DB, g)
 	sb := newStore(t, b.DB)
 	ida := create(t, sa, placement("A"))
 	create(t, sb, placement("B"))
 
-	_, appendDone := g.hold(t, func() error {
+	_, appendDone := g.Hold(t, func() error {
 		_, err := sa.UpdateTx(context.Background(), ida, eventstore.Metadata{}, txDecide(pay))
 		return err
 	})
