@@ -227,20 +227,17 @@ func (s *Store) tryGroup(ctx context.Context, group []*request) error {
 	if err := decideConcurrently(ctx, filter(group, isUpdate(false)), streams); err != nil {
 		return err
 	}
-	creates := slices.ContainsFunc(group, func(r *request) bool { return r.create != nil })
-	if !creates && !slices.ContainsFunc(group, func(r *request) bool { return r.st != nil }) {
+	creates := filter(group, func(r *request) bool { return r.create != nil })
+	if len(creates) == 0 && !slices.ContainsFunc(group, func(r *request) bool { return r.st != nil }) {
 		return nil // nothing to write: no step was due
 	}
-
-	if creates {
-		if err := s.allocate(ctx, tx, group, increment); err != nil {
+	if len(creates) > 0 {
+		if err := s.allocate(ctx, tx, creates, len(group) == 1, increment); err != nil {
 			return err
 		}
-		for _, r := range group {
-			if r.create != nil {
-				if err := (&stream{id: r.newID}).add(r, r.events); err != nil {
-					return err
-				}
+		for _, r := range creates {
+			if err := (&stream{id: r.newID}).add(r, r.events); err != nil {
+				return err
 			}
 		}
 	}
@@ -449,15 +446,12 @@ func decideIn(ctx context.Context, tx *sql.Tx, r *request, st *stream, grouped b
 	return nil, nil
 }
 
-// allocate inserts the order_ids rows of the group's creations in one statement. The rows of
+// allocate inserts the order_ids rows of the group's creations in one statement; alone says
+// the creation is its group's only request. The rows of
 // a multi-row INSERT with its row count known in advance get consecutive auto-increment
 // values in every InnoDB lock mode (steps of auto_increment_increment), so each creation's id
 // follows from LAST_INSERT_ID.
-func (s *Store) allocate(ctx context.Context, tx *sql.Tx, group []*request, increment int64) error {
-	creates := filter(group, func(r *request) bool { return r.create != nil })
-	if len(creates) == 0 {
-		return nil
-	}
+func (s *Store) allocate(ctx context.Context, tx *sql.Tx, creates []*request, alone bool, increment int64) error {
 	args := make([]any, 0, 3*len(creates))
 	for _, r := range creates {
 		var key, hash any
@@ -468,7 +462,7 @@ func (s *Store) allocate(ctx context.Context, tx *sql.Tx, group []*request, incr
 	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO order_ids (idempotency_key, request_hash, created_at) VALUES `+rowsOf(3, len(creates)), args...)
 	if isDuplicate(err) {
-		if len(group) == 1 {
+		if alone {
 			return errIdempotencyKeyUsed
 		}
 		return err // the group runs again request by request, which tells which one it was

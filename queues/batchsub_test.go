@@ -318,8 +318,7 @@ func TestBatchSubscriberNackedMessageComesBackPromptly(t *testing.T) {
 }
 
 // TestBatchSubscriberVisibility: with Visibility set, a message held by its handler longer
-// than that is kept hidden (extended), and a message received but never handed to anyone
-// (a lost reply) is visible again after Visibility instead of the queue's 30 s.
+// than that is kept hidden (extended every Visibility/2), never handed out twice.
 func TestBatchSubscriberVisibility(t *testing.T) {
 	e := newSQSTest(t)
 	url := e.queue("orders", 30*time.Second)
@@ -337,7 +336,6 @@ func TestBatchSubscriberVisibility(t *testing.T) {
 	}
 	held.Ack()
 	e.waitEmpty(url, 3*time.Second)
-
 }
 
 // TestBatchSubscriberLostReplyComesBackAfterVisibility: a receive whose reply is lost on the
