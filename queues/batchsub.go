@@ -57,10 +57,10 @@ type BatchSubscriberConfig struct {
 	// Visibility, when set (whole seconds), is the visibility timeout each receive asks for
 	// instead of the queue's, and a message still being handled is kept hidden by extending
 	// it every Visibility/2. A handled message is acked long before that, so this costs no
-	// calls; what it buys is that a batch whose receive reply was lost on the way (seen with
-	// goaws: the reply fails "use of closed network connection" after the messages were
-	// handed out) comes back after Visibility, not after the queue's timeout. Default 0: the
-	// queue's visibility timeout, no extensions.
+	// calls; what it buys is that a batch whose receive reply was lost on the way (a dropped
+	// connection: the SDK retries the call and the first reply's messages are hidden) or
+	// whose process died comes back after Visibility, not after the queue's timeout.
+	// Default 0: the queue's visibility timeout, no extensions.
 	Visibility time.Duration
 	// CloseTimeout bounds how long Close waits for handed-out messages to be acked or
 	// nacked. Default 30 s. Messages still unacked then are left to their visibility timeout.

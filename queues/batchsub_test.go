@@ -23,7 +23,6 @@ import (
 	wsqs "github.com/ThreeDotsLabs/watermill-aws/sqs"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
@@ -103,7 +102,7 @@ func newSQSTest(t testing.TB) *sqsTest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{inner: awshttp.NewBuildableClient(), calls: map[string]int{}}
+	rec := &recorder{inner: awsCfg.HTTPClient, calls: map[string]int{}}
 	awsCfg.HTTPClient = rec
 	e := &sqsTest{t: t, awsCfg: awsCfg, cfg: cfg, client: NewClient(awsCfg, cfg), rec: rec}
 	e.log = slog.New(slog.NewTextHandler(testWriter{t, &e.logErrors}, &slog.HandlerOptions{Level: slog.LevelWarn}))

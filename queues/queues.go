@@ -15,6 +15,7 @@ import (
 	wsqs "github.com/ThreeDotsLabs/watermill-aws/sqs"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -55,7 +56,8 @@ func (c Config) All() []string {
 }
 
 // AWSConfig builds the AWS SDK configuration: static dummy credentials against an emulator,
-// the default credential chain against AWS.
+// the default credential chain against AWS, and an HTTP client that does not lose replies
+// (see httpClient).
 func AWSConfig(ctx context.Context, c Config) (aws.Config, error) {
 	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(c.Region)}
 	if c.Endpoint != "" {
@@ -65,6 +67,12 @@ func AWSConfig(ctx context.Context, c Config) (aws.Config, error) {
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("load AWS config: %w", err)
 	}
+	// Wrapped after loading, which may have configured a client (AWS_CA_BUNDLE, say).
+	inner := cfg.HTTPClient
+	if inner == nil {
+		inner = awshttp.NewBuildableClient()
+	}
+	cfg.HTTPClient = httpClient{inner: inner}
 	return cfg, nil
 }
 

@@ -183,8 +183,9 @@ func (c config) subscriber(client *sqs.Client, log *slog.Logger) (*queues.BatchS
 		// timeout, as if its handler had died: a dependency that is down (SMTP) gets that long
 		// to return before each of the MaxReceiveCount receives that lead to the DLQ.
 		NackDelay: c.VisibilityTimeout,
-		// A received batch whose reply goaws lost comes back after 6 s, not the visibility
-		// timeout; a message still being handled is kept hidden by extending it.
+		// A received batch whose reply was lost on the way, or whose process died, comes back
+		// after 6 s, not the visibility timeout; a message still being handled is kept hidden
+		// by extending it.
 		Visibility: receiveVisibility,
 	}, log)
 }
