@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/mail"
 	"net/url"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,7 +36,18 @@ var configKeys = []string{
 	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "QUEUE_RECEIVERS", "QUEUE_IN_FLIGHT", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
 	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
 	"READY_MAX_LAG", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+	"GOGC", "GOMEMLIMIT",
 }
+
+// The garbage collector's settings unless GOGC or GOMEMLIMIT say otherwise. orderd's live heap
+// is small (about 10 MiB under full load), and with the runtime's default (collect when the
+// heap has doubled) the collector took about a tenth of orderd's CPU; collecting at five times
+// the live heap gave 4-5% more orders/s end to end, at about 65 MiB peak RSS. The soft limit
+// makes the collector work harder before the heap nears the 150 MiB memory budget.
+const (
+	defaultGCPercent   = 400
+	defaultMemoryLimit = 100 << 20
+)
 
 // config is the whole configuration, read once at start.
 type config struct {
@@ -60,6 +72,10 @@ type config struct {
 	// ReadyMaxLag is how far the relay may fall behind the log (the age of the oldest event
 	// not yet sent to SQS) before /readyz says the process is not ready.
 	ReadyMaxLag time.Duration
+	// GCPercent and MemoryLimit are given to the Go runtime at start; 0 leaves it alone (GOGC
+	// or GOMEMLIMIT is set, and the runtime has read it).
+	GCPercent   int
+	MemoryLimit int64
 	// Tracing is on when an OTEL_* variable names an exporter or an endpoint; the
 	// OpenTelemetry SDK reads the rest of its OTEL_* settings itself.
 	Tracing bool
@@ -96,6 +112,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 		Retries:         3,
 		MaxReceiveCount: 5,
 	}
+	if get("GOGC", "") == "" {
+		c.GCPercent = defaultGCPercent
+	}
+	if get("GOMEMLIMIT", "") == "" {
+		c.MemoryLimit = defaultMemoryLimit
+	}
 	var err error
 	if c.QueueReceivers, err = strconv.Atoi(get("QUEUE_RECEIVERS", "4")); err != nil || c.QueueReceivers < 1 || c.QueueReceivers > 16 {
 		return config{}, fmt.Errorf("QUEUE_RECEIVERS: must be a whole number from 1 to 16, got %q", getenv("QUEUE_RECEIVERS"))
@@ -127,6 +149,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return config{}, fmt.Errorf("REDRIVE_AFTER: must be a duration of at least 1s (e.g. 30s, 2m), got %q", getenv("REDRIVE_AFTER"))
 	}
 	return c, c.validate()
+}
+
+// tuneGC applies GCPercent and MemoryLimit to the runtime.
+func (c config) tuneGC() {
+	if c.GCPercent != 0 {
+		debug.SetGCPercent(c.GCPercent)
+	}
+	if c.MemoryLimit != 0 {
+		debug.SetMemoryLimit(c.MemoryLimit)
+	}
 }
 
 func (c config) validate() error {

@@ -50,6 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	cfg.tuneGC()
 	log := newLogger(stderr)
 	switch args[0] {
 	case "migrate":

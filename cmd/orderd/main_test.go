@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -136,6 +137,38 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), key+":") || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s=%q: want one line naming %s, got %v", key, val, key, err)
 		}
+	}
+}
+
+func TestGCDefaults(t *testing.T) {
+	cfg, err := loadConfig(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	prevPercent, prevLimit := debug.SetGCPercent(100), debug.SetMemoryLimit(-1)
+	defer func() { debug.SetGCPercent(prevPercent); debug.SetMemoryLimit(prevLimit) }()
+	cfg.tuneGC()
+	if got := debug.SetGCPercent(100); got != defaultGCPercent {
+		t.Errorf("GC percent %d with GOGC unset, want %d", got, defaultGCPercent)
+	}
+	if got := debug.SetMemoryLimit(-1); got != defaultMemoryLimit {
+		t.Errorf("memory limit %d with GOMEMLIMIT unset, want %d", got, defaultMemoryLimit)
+	}
+
+	// When GOGC and GOMEMLIMIT are set the runtime has read them: orderd leaves them alone.
+	set := map[string]string{"GOGC": "50", "GOMEMLIMIT": "1GiB"}
+	cfg, err = loadConfig(func(k string) string { return set[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	debug.SetGCPercent(50)
+	debug.SetMemoryLimit(1 << 30)
+	cfg.tuneGC()
+	if got := debug.SetGCPercent(100); got != 50 {
+		t.Errorf("GC percent %d with GOGC=50, want it left at 50", got)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 1<<30 {
+		t.Errorf("memory limit %d with GOMEMLIMIT=1GiB, want it left at 1 GiB", got)
 	}
 }
 
