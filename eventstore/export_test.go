@@ -9,7 +9,7 @@ func (s *Store) UpdateQueuedBehind(id domain.OrderID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	deciding, waiting := false, false
-	for _, reqs := range [][]*request{s.pending, keys(s.running)} {
+	for _, reqs := range [][]*request{s.updates.pending, keys(s.running)} {
 		for _, r := range reqs {
 			if r.create != nil || r.id != id {
 				continue
@@ -39,5 +39,5 @@ func (s *Store) SetWorkers(n int) { s.workers = n }
 func (s *Store) Pending() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.pending)
+	return len(s.creates.pending) + len(s.updates.pending)
 }

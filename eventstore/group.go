@@ -22,13 +22,19 @@ import (
 // whole group; with one request waiting a group is that request alone, so light load pays
 // nothing for it.
 //
+// Creations and updates queue in separate lanes, each with its own workers. An update's
+// decide may wait on the world (the email stage sends its email inside it), and a group lasts
+// as long as its slowest decide; a customer placing an order should not wait for that. With
+// one lane, placement at 16 clients ran at ~900 orders/s with a p99 of ~57 ms; with two,
+// ~1,300/s and ~40 ms, for a few more commits (creations no longer share updates' groups).
+//
 // If a group fails before its commit (a deadlock, a version conflict, a hook's error), it
 // is rolled back and each of its requests runs again alone, so one request's failure is its
 // own. A failed commit is reported to all: whether it happened is unknown, and running a
 // creation again could place the order twice.
 
 const (
-	// defaultWorkers is how many groups may be in flight at once. One group commits while
+	// defaultWorkers is how many groups of a lane may be in flight at once. One group commits while
 	// the next forms; a few more keep MariaDB's own group commit busy without shrinking
 	// groups to nothing.
 	defaultWorkers = 4
@@ -79,32 +85,36 @@ func (e *commitError) Unwrap() error { return e.err }
 // submit queues r and returns when its group has finished with it.
 func (s *Store) submit(r *request) {
 	r.done = make(chan struct{})
+	l := &s.updates
+	if r.create != nil {
+		l = &s.creates
+	}
 	s.mu.Lock()
-	s.pending = append(s.pending, r)
-	start := s.busy < s.workers
+	l.pending = append(l.pending, r)
+	start := l.busy < s.workers
 	if start {
-		s.busy++
+		l.busy++
 	}
 	s.mu.Unlock()
 	if start {
-		go s.work()
+		go s.work(l)
 	}
 	<-r.done
 }
 
 // work runs groups until no request is waiting. Workers exist only while there is work, so a
 // store needs no Close.
-func (s *Store) work() {
+func (s *Store) work(l *lane) {
 	for {
 		s.mu.Lock()
-		if len(s.pending) == 0 {
-			s.busy--
+		if len(l.pending) == 0 {
+			l.busy--
 			s.mu.Unlock()
 			return
 		}
-		n := min(len(s.pending), s.maxGroup)
-		group := slices.Clone(s.pending[:n])
-		s.pending = append(s.pending[:0], s.pending[n:]...)
+		n := min(len(l.pending), s.maxGroup)
+		group := slices.Clone(l.pending[:n])
+		l.pending = append(l.pending[:0], l.pending[n:]...)
 		for _, r := range group {
 			s.running[r] = struct{}{}
 		}
@@ -119,6 +129,13 @@ func (s *Store) work() {
 			close(r.done)
 		}
 	}
+}
+
+// lane is a queue of requests and how many workers are running its groups (at most
+// Store.workers). Both fields are guarded by Store.mu.
+type lane struct {
+	pending []*request
+	busy    int
 }
 
 // run runs group; a request alone is retried on a conflict or deadlock, a failed group is

@@ -26,34 +26,36 @@ func (c *commits) add(appended []eventstore.Record) {
 	c.all = append(c.all, slices.Clone(appended))
 }
 
-// largest returns the number of streams in the commit that appended to most of them.
-func (c *commits) largest() int {
+// together reports whether one commit appended to all of ids.
+func (c *commits) together(ids ...domain.OrderID) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	most := 0
 	for _, recs := range c.all {
 		streams := map[domain.OrderID]bool{}
 		for _, r := range recs {
 			streams[r.StreamID] = true
 		}
-		most = max(most, len(streams))
+		if !slices.ContainsFunc(ids, func(id domain.OrderID) bool { return !streams[id] }) {
+			return true
+		}
 	}
-	return most
+	return false
 }
 
-// groupRig is a store with one worker whose only worker the test can hold, so that the
-// requests made meanwhile queue up and run as one group when it lets go.
+// groupRig is a store with one worker per lane, both of which the test can hold, so that the
+// requests made meanwhile queue up and run as one group per lane when it lets go.
 type groupRig struct {
 	env     *testenv.Env
 	store   *eventstore.Store
 	commits *commits
 	hook    *recordingHook
+	gate    *testenv.Gate
 }
 
 func newGroupRig(t *testing.T, hooks ...eventstore.Hook) *groupRig {
 	env := testenv.New(t)
-	hook := &recordingHook{}
-	s, err := eventstore.New(env.DB, append([]eventstore.Hook{hook}, hooks...)...)
+	hook, gate := &recordingHook{}, testenv.NewGate()
+	s, err := eventstore.New(env.DB, append([]eventstore.Hook{hook, gate}, hooks...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,32 +63,39 @@ func newGroupRig(t *testing.T, hooks ...eventstore.Hook) *groupRig {
 	s.SetWorkers(1)
 	c := &commits{}
 	s.OnCommit(c.add)
-	return &groupRig{env: env, store: s, commits: c, hook: hook}
+	return &groupRig{env: env, store: s, commits: c, hook: hook, gate: gate}
 }
 
-// holdWorker runs an Update of id whose decide blocks until release is closed, and returns
-// once it is deciding: the store's one worker is busy until then.
-func (g *groupRig) holdWorker(t *testing.T, id domain.OrderID) (release func(), done <-chan error) {
+// holdWorkers makes both lanes' only workers busy: a creation held uncommitted by the gate,
+// and an Update of id whose decide blocks. It returns once both are held; release lets both
+// go, and done yields their errors (the creation's first).
+func (g *groupRig) holdWorkers(t *testing.T, id domain.OrderID) (release func(), done <-chan error) {
 	t.Helper()
+	errc := make(chan error, 2)
+	_, created := g.gate.Hold(t, func() error {
+		_, err := g.store.Create(ctxFor(t), eventstore.CreateRequest{}, placeWith(placed))
+		return err
+	})
 	entered, unblock := make(chan struct{}), make(chan struct{})
-	errc := make(chan error, 1)
+	updated := make(chan error, 1)
 	go func() {
 		_, err := g.store.Update(ctxFor(t), id, eventstore.Metadata{}, func(*domain.Order) ([]domain.Event, error) {
 			close(entered)
 			<-unblock
 			return nil, nil
 		})
-		errc <- err
+		updated <- err
 	}()
 	select {
 	case <-entered:
 	case <-time.After(20 * time.Second):
 		t.Fatal("the holding update never decided")
 	}
-	return func() { close(unblock) }, errc
+	go func() { errc <- <-created; errc <- <-updated }()
+	return func() { close(unblock); g.gate.Release() }, errc
 }
 
-// waitQueued waits until n requests wait for the held worker.
+// waitQueued waits until n requests wait for the held workers.
 func (g *groupRig) waitQueued(t *testing.T, n int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -98,9 +107,9 @@ func (g *groupRig) waitQueued(t *testing.T, n int) {
 	}
 }
 
-// TestGroupCommit: requests made while the worker is busy run as one group, and each one's
-// outcome is its own — new ids and positions right, a duplicate decided once, a missing
-// order not found, a refused decide's writes undone and only those.
+// TestGroupCommit: requests made while the workers are busy run as one group per lane, and
+// each one's outcome is its own — new ids and positions right, a duplicate decided once, a
+// missing order not found, a refused decide's writes undone and only those.
 func TestGroupCommit(t *testing.T) {
 	g := newGroupRig(t)
 	ctx := ctxFor(t)
@@ -110,7 +119,7 @@ func TestGroupCommit(t *testing.T) {
 		orders = append(orders, mustCreate(t, g.store, eventstore.Metadata{}))
 	}
 	holder, paying, refusing, reserving := orders[0], orders[1], orders[2], orders[3]
-	release, held := g.holdWorker(t, holder)
+	release, held := g.holdWorkers(t, holder)
 
 	take := func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE stock SET available = available - 1 WHERE sku = 'SKU-GROUP'`)
@@ -182,8 +191,10 @@ func TestGroupCommit(t *testing.T) {
 		g.waitQueued(t, i+1) // queued in this order, so "pay" decides before "pay again"
 	}
 	release()
-	if err := <-held; err != nil {
-		t.Fatalf("holding update: %v", err)
+	for range 2 {
+		if err := <-held; err != nil {
+			t.Fatalf("holding request: %v", err)
+		}
 	}
 	got := map[string]result{}
 	for range requests {
@@ -191,8 +202,11 @@ func TestGroupCommit(t *testing.T) {
 		got[r.name] = r
 	}
 
-	if n := g.commits.largest(); n < 5 {
-		t.Errorf("the largest commit appended to %d streams; want the queued requests' 5 in one", n)
+	if !g.commits.together(paying, reserving) {
+		t.Errorf("the two appending updates were not committed together")
+	}
+	if !g.commits.together(got["create 1"].id, got["create 2"].id, got["create 3"].id) {
+		t.Errorf("the three creations were not committed together")
 	}
 	if r := got["pay"]; r.err != nil || len(r.recs) != 1 || r.recs[0].Version != 2 || r.recs[0].Type != domain.TypePaymentCompleted {
 		t.Errorf("pay: %+v, %v; want PaymentCompleted at version 2", r.recs, r.err)
@@ -261,7 +275,7 @@ func TestFailedGroupRunsEachRequestAlone(t *testing.T) {
 	}})
 	ctx := ctxFor(t)
 	holder := mustCreate(t, g.store, eventstore.Metadata{})
-	release, held := g.holdWorker(t, holder)
+	release, held := g.holdWorkers(t, holder)
 	type result struct {
 		id  domain.OrderID
 		err error
@@ -280,8 +294,10 @@ func TestFailedGroupRunsEachRequestAlone(t *testing.T) {
 		g.waitQueued(t, i+1)
 	}
 	release()
-	if err := <-held; err != nil {
-		t.Fatal(err)
+	for range 2 {
+		if err := <-held; err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i, c := range results {
 		r := <-c
@@ -299,10 +315,10 @@ func TestFailedGroupRunsEachRequestAlone(t *testing.T) {
 			t.Errorf("create %d: order %d has %v", i, r.id, types(recs))
 		}
 	}
-	if n := g.env.Count(t, `SELECT COUNT(*) FROM events`); n != 4 {
-		t.Errorf("the log holds %d events, want 4 (the holder's and three creations)", n)
+	if n := g.env.Count(t, `SELECT COUNT(*) FROM events`); n != 5 {
+		t.Errorf("the log holds %d events, want 5 (the two holders' and three creations)", n)
 	}
-	if n := g.env.Count(t, `SELECT COUNT(*) FROM order_ids`); n != 4 {
-		t.Errorf("%d order ids allocated, want 4: the refused creation's was rolled back", n)
+	if n := g.env.Count(t, `SELECT COUNT(*) FROM order_ids`); n != 5 {
+		t.Errorf("%d order ids allocated, want 5: the refused creation's was rolled back", n)
 	}
 }

@@ -37,13 +37,12 @@ type Store struct {
 	onCommit []func(appended []Record)
 	now      func() time.Time
 
-	// Group commit (group.go): requests waiting for a worker, requests in a worker's group,
-	// workers running.
+	// Group commit (group.go): the lanes of creations and updates (their requests waiting
+	// and workers running; at most workers each), and the requests in a worker's group.
 	workers, maxGroup int
 	mu                sync.Mutex
-	pending           []*request
+	creates, updates  lane
 	running           map[*request]struct{}
-	busy              int
 }
 
 // New returns a store over db; hooks run inside every append transaction, in order.
