@@ -39,7 +39,7 @@ var configKeys = []string{
 	"GOGC", "GOMEMLIMIT",
 }
 
-// The garbage collector's settings unless GOGC or GOMEMLIMIT say otherwise. orderd's live heap
+// The garbage collector's settings for `orderd serve` unless GOGC or GOMEMLIMIT say otherwise. orderd's live heap
 // is small (about 10 MiB under full load), and with the runtime's default (collect when the
 // heap has doubled) the collector took about a tenth of orderd's CPU; collecting at five times
 // the live heap gave 4-5% more orders/s end to end, at about 65 MiB peak RSS. The soft limit
@@ -72,8 +72,8 @@ type config struct {
 	// ReadyMaxLag is how far the relay may fall behind the log (the age of the oldest event
 	// not yet sent to SQS) before /readyz says the process is not ready.
 	ReadyMaxLag time.Duration
-	// GCPercent and MemoryLimit are given to the Go runtime at start; 0 leaves it alone (GOGC
-	// or GOMEMLIMIT is set, and the runtime has read it).
+	// GCPercent and MemoryLimit are given to the Go runtime when `serve` starts; 0 leaves it
+	// alone (GOGC or GOMEMLIMIT is set, and the runtime has read it).
 	GCPercent   int
 	MemoryLimit int64
 	// Tracing is on when an OTEL_* variable names an exporter or an endpoint; the

@@ -50,12 +50,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	cfg.tuneGC()
 	log := newLogger(stderr)
 	switch args[0] {
 	case "migrate":
 		return migrate(ctx, cfg, stdout)
 	case "serve":
+		// Only the long-running service: a replay ran no faster with it, at 110 MiB peak RSS
+		// instead of 60-80.
+		cfg.tuneGC()
 		return serve(ctx, cfg, log, stdout)
 	case "replay":
 		return replay(ctx, cfg, args[1:], stdout, stderr)
