@@ -26,7 +26,8 @@ import (
 // decide may wait on the world (the email stage sends its email inside it), and a group lasts
 // as long as its slowest decide; a customer placing an order should not wait for that. With
 // one lane, placement at 16 clients ran at ~900 orders/s with a p99 of ~57 ms; with two,
-// ~1,300/s and ~40 ms, for a few more commits (creations no longer share updates' groups).
+// ~1,300/s and ~40 ms (creations no longer share updates' commits; 0.65 commits per order in
+// all, measured with MariaDB's Com_commit).
 //
 // If a group fails before its commit (a deadlock, a version conflict, a hook's error), it
 // is rolled back and each of its requests runs again alone, so one request's failure is its
@@ -34,9 +35,9 @@ import (
 // creation again could place the order twice.
 
 const (
-	// defaultWorkers is how many groups of a lane may be in flight at once. One group commits while
-	// the next forms; a few more keep MariaDB's own group commit busy without shrinking
-	// groups to nothing.
+	// defaultWorkers is how many groups of a lane may be in flight at once. One group
+	// commits while the next forms; a few more keep MariaDB's own group commit busy without
+	// shrinking groups to nothing.
 	defaultWorkers = 4
 	// defaultMaxGroup bounds a group, and with it the size of its statements.
 	defaultMaxGroup = 32

@@ -316,7 +316,7 @@ func TestFailedGroupRunsEachRequestAlone(t *testing.T) {
 		}
 	}
 	if n := g.env.Count(t, `SELECT COUNT(*) FROM events`); n != 5 {
-		t.Errorf("the log holds %d events, want 5 (the two holders' and three creations)", n)
+		t.Errorf("the log holds %d events, want 5 (the holder's, the held creation's and three more)", n)
 	}
 	if n := g.env.Count(t, `SELECT COUNT(*) FROM order_ids`); n != 5 {
 		t.Errorf("%d order ids allocated, want 5: the refused creation's was rolled back", n)

@@ -39,11 +39,12 @@ var configKeys = []string{
 	"GOGC", "GOMEMLIMIT",
 }
 
-// The garbage collector's settings for `orderd serve` unless GOGC or GOMEMLIMIT say otherwise. orderd's live heap
-// is small (about 10 MiB under full load), and with the runtime's default (collect when the
-// heap has doubled) the collector took about a tenth of orderd's CPU; collecting at five times
-// the live heap gave 4-5% more orders/s end to end, at about 65 MiB peak RSS. The soft limit
-// makes the collector work harder before the heap nears the 150 MiB memory budget.
+// The garbage collector's settings for `orderd serve` unless GOGC or GOMEMLIMIT say otherwise.
+// orderd's live heap is small (about 10 MiB under full load), and with the runtime's default
+// (collect when the heap has doubled) the collector took about a tenth of orderd's CPU;
+// collecting at five times the live heap gave 4-5% more orders/s end to end, at about 65 MiB
+// peak RSS. The soft limit makes the collector work harder before the heap nears the 150 MiB
+// memory budget.
 const (
 	defaultGCPercent   = 400
 	defaultMemoryLimit = 100 << 20
