@@ -437,31 +437,67 @@ func decideIn(ctx context.Context, tx *sql.Tx, r *request, st *stream, grouped b
 		r.err = err
 		return nil, nil
 	}
-	// In a group, a decide that writes gets a savepoint, so that a refusal after some of its
-	// writes undoes them and only them.
-	savepoint := grouped && r.writes
-	if savepoint {
-		if _, err := tx.ExecContext(ctx, `SAVEPOINT decide`); err != nil {
-			return nil, fmt.Errorf("savepoint: %w", err)
-		}
+	// In a group, a decide that writes does so after a savepoint, so that a refusal after
+	// some of its writes undoes them and only them.
+	var dtx Tx = tx
+	sp := &savepointTx{tx: tx}
+	if grouped && r.writes {
+		dtx = sp
 	}
 	// decide gets its caller's context (its deadline, its trace) for the services it calls.
 	r.deciding.Store(true)
-	events, err := r.decide(r.ctx, tx, domain.Rehydrate(st.id, st.events()))
+	events, err := r.decide(r.ctx, dtx, domain.Rehydrate(st.id, st.events()))
 	r.deciding.Store(false)
-	if err == nil {
+	switch {
+	case sp.err != nil:
+		return nil, sp.err
+	case err == nil:
 		return events, nil
-	}
-	if isRetryable(err) {
+	case isRetryable(err):
 		return nil, err
 	}
-	if savepoint {
+	if sp.taken {
 		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT decide`); rerr != nil {
 			return nil, fmt.Errorf("roll back to savepoint: %w", rerr)
 		}
 	}
 	r.err = err
 	return nil, nil
+}
+
+// savepointTx is the transaction as a grouped decide that writes sees it: its first
+// statement is preceded by a savepoint. The savepoint is taken lazily because many such
+// decides run no statement at all (the inventory stage with an order of no items), and a
+// SAVEPOINT is a round trip to the server like any other statement.
+type savepointTx struct {
+	tx    *sql.Tx
+	taken bool
+	err   error // the savepoint's own failure: it fails the group, whatever decide makes of it
+}
+
+func (t *savepointTx) take(ctx context.Context) error {
+	if !t.taken && t.err == nil {
+		if _, err := t.tx.ExecContext(ctx, `SAVEPOINT decide`); err != nil {
+			t.err = fmt.Errorf("savepoint: %w", err)
+		} else {
+			t.taken = true
+		}
+	}
+	return t.err
+}
+
+func (t *savepointTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := t.take(ctx); err != nil {
+		return nil, err
+	}
+	return t.tx.ExecContext(ctx, query, args...)
+}
+
+func (t *savepointTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := t.take(ctx); err != nil {
+		return nil, err
+	}
+	return t.tx.QueryContext(ctx, query, args...)
 }
 
 // allocate inserts the order_ids rows of the group's creations in one statement; alone says

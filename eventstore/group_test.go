@@ -98,10 +98,16 @@ func (g *groupRig) holdWorkers(t *testing.T, id domain.OrderID) (release func(),
 // waitQueued waits until n requests wait for the held workers.
 func (g *groupRig) waitQueued(t *testing.T, n int) {
 	t.Helper()
+	waitPending(t, g.store, n)
+}
+
+// waitPending waits until n requests wait for s's workers.
+func waitPending(t *testing.T, s *eventstore.Store, n int) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for g.store.Pending() < n {
+	for s.Pending() < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d requests queued after 20 s, want %d", g.store.Pending(), n)
+			t.Fatalf("%d requests queued after 20 s, want %d", s.Pending(), n)
 		}
 		time.Sleep(time.Millisecond) // polling a counter, not waiting for an outcome
 	}
@@ -121,7 +127,7 @@ func TestGroupCommit(t *testing.T) {
 	holder, paying, refusing, reserving := orders[0], orders[1], orders[2], orders[3]
 	release, held := g.holdWorkers(t, holder)
 
-	take := func(tx *sql.Tx) error {
+	take := func(tx eventstore.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE stock SET available = available - 1 WHERE sku = 'SKU-GROUP'`)
 		return err
 	}
@@ -147,7 +153,7 @@ func TestGroupCommit(t *testing.T) {
 			return result{recs: r, err: err}
 		}},
 		{"refuse after a write", func() result {
-			r, err := g.store.UpdateTx(ctx, refusing, eventstore.Metadata{}, func(_ context.Context, tx *sql.Tx, _ *domain.Order) ([]domain.Event, error) {
+			r, err := g.store.UpdateTx(ctx, refusing, eventstore.Metadata{}, func(_ context.Context, tx eventstore.Tx, _ *domain.Order) ([]domain.Event, error) {
 				if err := take(tx); err != nil {
 					return nil, err
 				}
@@ -156,7 +162,7 @@ func TestGroupCommit(t *testing.T) {
 			return result{recs: r, err: err}
 		}},
 		{"write and append", func() result {
-			r, err := g.store.UpdateTx(ctx, reserving, eventstore.Metadata{}, func(_ context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+			r, err := g.store.UpdateTx(ctx, reserving, eventstore.Metadata{}, func(_ context.Context, tx eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 				if err := take(tx); err != nil {
 					return nil, err
 				}
@@ -261,6 +267,108 @@ func TestGroupCommit(t *testing.T) {
 		if c.seenInTx != len(c.history) || c.seenOutside != len(c.history)-len(c.appended) {
 			t.Errorf("hook for order %d: saw %d in the tx and %d outside, history %d, appended %d",
 				c.appended[0].StreamID, c.seenInTx, c.seenOutside, len(c.history), len(c.appended))
+		}
+	}
+}
+
+// TestGroupSavepointOnFirstStatement: in a group, a decide that may write takes its savepoint
+// with its first statement, so one that runs none (an order with nothing to reserve) costs no
+// SAVEPOINT; the store runs on one connection, whose session counter then counts this
+// group's savepoints alone.
+func TestGroupSavepointOnFirstStatement(t *testing.T) {
+	env := testenv.New(t)
+	db, err := sql.Open("mysql", env.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	db.SetMaxOpenConns(1)
+	db.SetConnMaxLifetime(0)
+	s, err := eventstore.New(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetWorkers(1)
+	c := &commits{}
+	s.OnCommit(c.add)
+	ctx := ctxFor(t)
+	env.MustExec(t, `INSERT INTO stock (sku, name, price_cents, available) VALUES ('SKU-SP', 'Savepoint test', 100, 10)`)
+	var orders []domain.OrderID
+	for range 4 {
+		orders = append(orders, mustCreate(t, s, eventstore.Metadata{}))
+	}
+	holder, writing, refusing, quiet := orders[0], orders[1], orders[2], orders[3]
+	savepoints := func() int {
+		t.Helper()
+		var name string
+		var n int
+		if err := db.QueryRowContext(ctx, `SHOW SESSION STATUS LIKE 'Com_savepoint'`).Scan(&name, &n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := savepoints()
+
+	// The only worker is held by a decide that blocks, so the three updates queue behind it
+	// and run as one group.
+	entered, unblock, held := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		_, err := s.Update(ctx, holder, eventstore.Metadata{}, func(*domain.Order) ([]domain.Event, error) {
+			close(entered)
+			<-unblock
+			return nil, nil
+		})
+		held <- err
+	}()
+	<-entered
+	decides := map[domain.OrderID]eventstore.DecideTx{
+		writing: func(ctx context.Context, tx eventstore.Tx, _ *domain.Order) ([]domain.Event, error) {
+			if _, err := tx.ExecContext(ctx, `UPDATE stock SET available = available - 1 WHERE sku = 'SKU-SP'`); err != nil {
+				return nil, err
+			}
+			return []domain.Event{paid}, nil
+		},
+		refusing: func(context.Context, eventstore.Tx, *domain.Order) ([]domain.Event, error) {
+			return nil, domain.Invalid("test", "refused before writing")
+		},
+		quiet: func(context.Context, eventstore.Tx, *domain.Order) ([]domain.Event, error) {
+			return []domain.Event{paid}, nil
+		},
+	}
+	errs := map[domain.OrderID]chan error{}
+	for i, id := range []domain.OrderID{writing, refusing, quiet} {
+		errs[id] = make(chan error, 1)
+		go func() {
+			_, err := s.UpdateTx(ctx, id, eventstore.Metadata{}, decides[id])
+			errs[id] <- err
+		}()
+		waitPending(t, s, i+1)
+	}
+	close(unblock)
+	if err := <-held; err != nil {
+		t.Fatalf("holding update: %v", err)
+	}
+	if err := <-errs[writing]; err != nil {
+		t.Errorf("writing update: %v", err)
+	}
+	if err := <-errs[quiet]; err != nil {
+		t.Errorf("update without statements: %v", err)
+	}
+	if err := <-errs[refusing]; domain.ErrorKind(err) != domain.KindInvalid {
+		t.Errorf("refusing update: %v, want its own invalid error", err)
+	}
+	if !c.together(writing, quiet) {
+		t.Errorf("the two appending updates were not committed together")
+	}
+	if n := savepoints() - before; n != 1 {
+		t.Errorf("the group took %d savepoints, want 1 (only the decide that ran a statement)", n)
+	}
+	if n := env.Count(t, `SELECT available FROM stock WHERE sku = 'SKU-SP'`); n != 9 {
+		t.Errorf("stock: %d available, want 9", n)
+	}
+	for _, id := range []domain.OrderID{writing, quiet} {
+		if recs, _ := mustLoad(t, s, id); len(recs) != 2 || recs[1].Type != domain.TypePaymentCompleted {
+			t.Errorf("order %d: stream %v, want PaymentCompleted appended", id, types(recs))
 		}
 	}
 }

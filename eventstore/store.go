@@ -148,7 +148,13 @@ type Decide func(o *domain.Order) ([]domain.Event, error)
 // DecideTx is a decision that must make writes of its own in the append's transaction. It
 // may run more than once for one call (a deadlocked group runs again request by request), so
 // it must not act outside the transaction.
-type DecideTx func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error)
+type DecideTx func(ctx context.Context, tx Tx, o *domain.Order) ([]domain.Event, error)
+
+// Tx is the append's transaction as a DecideTx uses it (a *sql.Tx satisfies it).
+type Tx interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
 
 // Update loads the order, lets decide choose what happens, and appends the result, in one
 // transaction that first locks the order's row in order_ids. A trigger delivered twice at once
@@ -162,7 +168,7 @@ type DecideTx func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.E
 // its group, sees every event appended before it (in the group too), and its result commits
 // with the group's.
 func (s *Store) Update(ctx context.Context, id domain.OrderID, md Metadata, decide Decide) ([]Record, error) {
-	return s.update(ctx, id, md, false, func(_ context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	return s.update(ctx, id, md, false, func(_ context.Context, _ Tx, o *domain.Order) ([]domain.Event, error) {
 		return decide(o)
 	})
 }

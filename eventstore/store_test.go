@@ -335,7 +335,7 @@ func testFailingHook(t *testing.T, impl implementation) {
 	if _, err := f.Store.Update(ctx, id, eventstore.Metadata{}, appendEvents(paid)); !errors.Is(err, errHook) {
 		t.Errorf("update with a failing hook: %v, want the hook's error", err)
 	}
-	_, err = f.Store.UpdateTx(ctx, id, eventstore.Metadata{}, func(ctx context.Context, tx *sql.Tx, _ *domain.Order) ([]domain.Event, error) {
+	_, err = f.Store.UpdateTx(ctx, id, eventstore.Metadata{}, func(ctx context.Context, tx eventstore.Tx, _ *domain.Order) ([]domain.Event, error) {
 		if _, err := tx.ExecContext(ctx, `UPDATE stock SET reserved = reserved + 1 WHERE sku = 'SKU-MUG'`); err != nil {
 			return nil, err
 		}
@@ -386,7 +386,7 @@ func testUpdate(t *testing.T, impl implementation) {
 	// Two events in one append get consecutive versions.
 	md3 := eventstore.Metadata{CorrelationID: "corr-1", CausationID: eventstore.EventID(id, 2)}
 	email := domain.EmailSent{To: "zoe@example.com", MessageID: "<m-1@x>", Template: domain.TemplateConfirmation}
-	got, err = f.Store.UpdateTx(ctx, id, md3, func(_ context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	got, err = f.Store.UpdateTx(ctx, id, md3, func(_ context.Context, _ eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 		return []domain.Event{reserved, email}, nil
 	})
 	if err != nil {
@@ -448,12 +448,12 @@ func testNothingToDo(t *testing.T, impl implementation) {
 	}); !errors.Is(err, domain.ErrStepNotDue) || len(recs) != 0 {
 		t.Errorf("update deciding ErrStepNotDue: %v, %v; want ErrStepNotDue and no records", recs, err)
 	}
-	if recs, err := f.Store.UpdateTx(ctx, id, eventstore.Metadata{}, func(context.Context, *sql.Tx, *domain.Order) ([]domain.Event, error) {
+	if recs, err := f.Store.UpdateTx(ctx, id, eventstore.Metadata{}, func(context.Context, eventstore.Tx, *domain.Order) ([]domain.Event, error) {
 		return nil, nil
 	}); err != nil || len(recs) != 0 {
 		t.Errorf("UpdateTx deciding nothing: %v, %v", recs, err)
 	}
-	if _, err := f.Store.UpdateTx(ctx, id, eventstore.Metadata{}, func(context.Context, *sql.Tx, *domain.Order) ([]domain.Event, error) {
+	if _, err := f.Store.UpdateTx(ctx, id, eventstore.Metadata{}, func(context.Context, eventstore.Tx, *domain.Order) ([]domain.Event, error) {
 		return nil, domain.ErrStepNotDue
 	}); !errors.Is(err, domain.ErrStepNotDue) {
 		t.Errorf("UpdateTx deciding ErrStepNotDue: %v", err)
@@ -478,7 +478,7 @@ func testUpdateMissing(t *testing.T, impl implementation) {
 	if domain.ErrorKind(err) != domain.KindNotFound {
 		t.Errorf("update of a missing order: %v (kind %d), want KindNotFound", err, domain.ErrorKind(err))
 	}
-	_, err = f.Store.UpdateTx(ctx, 4242, eventstore.Metadata{}, func(context.Context, *sql.Tx, *domain.Order) ([]domain.Event, error) {
+	_, err = f.Store.UpdateTx(ctx, 4242, eventstore.Metadata{}, func(context.Context, eventstore.Tx, *domain.Order) ([]domain.Event, error) {
 		return decide(nil)
 	})
 	if domain.ErrorKind(err) != domain.KindNotFound {
@@ -668,7 +668,7 @@ func testUpdateTxConflict(t *testing.T, impl implementation) {
 			ctx := ctxFor(t)
 			id := mustCreate(t, f.Store, eventstore.Metadata{})
 			var seen []int
-			recs, err := f.Store.UpdateTx(ctx, id, eventstore.Metadata{}, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+			recs, err := f.Store.UpdateTx(ctx, id, eventstore.Metadata{}, func(ctx context.Context, tx eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 				seen = append(seen, o.Version())
 				if len(seen) == 2 && !loserAppends {
 					return nil, domain.ErrStepNotDue

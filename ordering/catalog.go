@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"orderd/domain"
+	"orderd/eventstore"
 )
 
 // Catalog is the stock table: prices for placement, and reservations for the inventory
@@ -74,7 +75,7 @@ func (c *Catalog) Price(ctx context.Context, items []domain.Item) ([]domain.Item
 
 // Reserve takes items out of available stock inside tx, all or nothing. Rows are locked in
 // SKU order so that two orders sharing SKUs cannot deadlock.
-func (c *Catalog) Reserve(ctx context.Context, tx *sql.Tx, items []domain.Item) (domain.ReservationOutcome, error) {
+func (c *Catalog) Reserve(ctx context.Context, tx eventstore.Tx, items []domain.Item) (domain.ReservationOutcome, error) {
 	if len(items) == 0 {
 		return domain.ReservationOutcome{Reserved: true}, nil
 	}

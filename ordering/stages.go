@@ -2,7 +2,6 @@ package ordering
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,7 +55,7 @@ var (
 
 // Payment charges a placed order, or refunds one whose reservation failed.
 func (s *Stages) Payment(ctx context.Context, trigger eventstore.Record) error {
-	return s.run(ctx, "payment", trigger, paymentTriggers, false, func(ctx context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	return s.run(ctx, "payment", trigger, paymentTriggers, false, func(ctx context.Context, _ eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 		key := eventstore.EventID(o.ID(), o.Version())
 		switch o.NextStep() {
 		case domain.StepPayment:
@@ -78,7 +77,7 @@ func (s *Stages) Payment(ctx context.Context, trigger eventstore.Record) error {
 
 // Inventory reserves a paid order's items; the stock change commits with the event.
 func (s *Stages) Inventory(ctx context.Context, trigger eventstore.Record) error {
-	return s.run(ctx, "inventory", trigger, inventoryTriggers, true, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	return s.run(ctx, "inventory", trigger, inventoryTriggers, true, func(ctx context.Context, tx eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 		if o.NextStep() != domain.StepInventory {
 			return nil, domain.ErrStepNotDue
 		}
@@ -94,7 +93,7 @@ func (s *Stages) Inventory(ctx context.Context, trigger eventstore.Record) error
 // appended, so a crash in between sends it again: at least once, with a Message-ID derived
 // from the order's stream and version so the copies are recognisably the same email.
 func (s *Stages) Email(ctx context.Context, trigger eventstore.Record) error {
-	return s.run(ctx, "email", trigger, emailTriggers, false, func(ctx context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	return s.run(ctx, "email", trigger, emailTriggers, false, func(ctx context.Context, _ eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 		if o.NextStep() != domain.StepEmail {
 			return nil, domain.ErrStepNotDue
 		}
@@ -159,7 +158,7 @@ func (s *Stages) run(ctx context.Context, stage string, trigger eventstore.Recor
 			return s.store.Update(ctx, id, md, func(o *domain.Order) ([]domain.Event, error) { return decide(ctx, nil, o) })
 		}
 	}
-	_, err := update(ctx, trigger.StreamID, md, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	_, err := update(ctx, trigger.StreamID, md, func(ctx context.Context, tx eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 		// Every step is due because of the stream's latest event, so only that event may
 		// drive it: an older one is a redelivery whose step was taken (a stale OrderPlaced
 		// must not drive the refund that InventoryReservationFailed made due).
