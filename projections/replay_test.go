@@ -262,7 +262,7 @@ var (
 		return o.RecordEmail(o.CustomerEmail(), fmt.Sprintf("<%d@test>", o.ID()))
 	}
 	txDecide = func(d eventstore.Decide) eventstore.DecideTx {
-		return func(_ context.Context, _ *sql.Tx, o *domain.Order) ([]domain.Event, error) { return d(o) }
+		return func(_ context.Context, _ eventstore.Tx, o *domain.Order) ([]domain.Event, error) { return d(o) }
 	}
 )
 
@@ -701,7 +701,7 @@ func TestLongFailureReasonIsProjected(t *testing.T) {
 	}
 	id := create(t, s, placement("Collector", items...))
 	step(t, s, id, pay)
-	recs, err := s.UpdateTx(context.Background(), id, eventstore.Metadata{}, func(ctx context.Context, tx *sql.Tx, o *domain.Order) ([]domain.Event, error) {
+	recs, err := s.UpdateTx(context.Background(), id, eventstore.Metadata{}, func(ctx context.Context, tx eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 		out, err := cat.Reserve(ctx, tx, o.Items())
 		if err != nil {
 			return nil, err
