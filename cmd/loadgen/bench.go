@@ -28,6 +28,7 @@ type bench struct {
 	client   *http.Client
 	stderr   io.Writer
 	systems  []*system // peer first: the order is peer, orderd in every round
+	sink     *smtpSink // with -smtp-sink
 	cleanups []func()
 }
 
@@ -73,6 +74,16 @@ func (b *bench) setUp(ctx context.Context) error {
 	}
 	if cfg.wants("orderd") {
 		pid := cfg.orderdPID
+		if cfg.smtpSink {
+			sink, err := startSMTPSink()
+			if err != nil {
+				return err
+			}
+			b.sink = sink
+			b.cleanups = append(b.cleanups, sink.close)
+			cfg.orderdEnv = append([]string{"SMTP_ADDR=" + sink.addr()}, cfg.orderdEnv...)
+			fmt.Fprintf(b.stderr, "orderd's email goes to loadgen's SMTP sink at %s, which discards it\n", sink.addr())
+		}
 		if cfg.orderdBin != "" {
 			fmt.Fprintf(b.stderr, "starting %s (migrate, then serve at %s; log %s)\n", cfg.orderdBin, cfg.orderdURL, cfg.orderdLog)
 			p, err := startOrderd(ctx, cfg, b.client)

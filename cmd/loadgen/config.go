@@ -31,6 +31,7 @@ type config struct {
 	orderdBin, orderdLog             string
 	orderdEnv                        stringList
 	orderdPID                        int
+	smtpSink                         bool
 
 	peerPort                      int
 	peerStart                     bool
@@ -78,6 +79,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&cfg.orderdLog, "orderd-log", "/tmp/loadgen-orderd.log", "output of an orderd started by loadgen")
 	fs.Var(&cfg.orderdEnv, "orderd-env", "KEY=VALUE added to the environment of an orderd started by loadgen (repeatable)")
 	fs.IntVar(&cfg.orderdPID, "orderd-pid", 0, "pid of a running orderd whose peak RSS to report")
+	fs.BoolVar(&cfg.smtpSink, "smtp-sink", false, "send the email of the orderd loadgen starts to an SMTP sink inside loadgen that discards it (email leaving the machine), not to $SMTP_ADDR; needs -orderd-bin")
 
 	fs.IntVar(&cfg.peerPort, "peer-port", 3000, "port of the seed peer's HTTP server")
 	fs.BoolVar(&cfg.peerStart, "peer-start", true, "start the peer with -peer-script (it recreates -peer-db); false: use one already running")
@@ -131,10 +133,16 @@ func (cfg *config) validate() error {
 		return bad("-serial and -rate are two different light-load modes: choose one")
 	case cfg.target != "orderd" && cfg.target != "peer" && cfg.target != "both":
 		return bad("-target must be orderd, peer or both, not %q", cfg.target)
+	case cfg.smtpSink && (cfg.orderdBin == "" || !cfg.wants("orderd")):
+		return bad("-smtp-sink sets the SMTP server of the orderd loadgen starts: it needs -orderd-bin and -target orderd or both")
 	}
 	for _, kv := range cfg.orderdEnv {
-		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+		k, _, ok := strings.Cut(kv, "=")
+		switch {
+		case !ok || k == "":
 			return bad("-orderd-env %q: want KEY=VALUE", kv)
+		case k == "SMTP_ADDR" && cfg.smtpSink:
+			return bad("-orderd-env %q and -smtp-sink both set orderd's SMTP server: choose one", kv)
 		}
 	}
 	for _, dsn := range []string{cfg.orderdDSN, cfg.peerDSN} {

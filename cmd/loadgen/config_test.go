@@ -54,6 +54,9 @@ func TestParseConfigRejects(t *testing.T) {
 		{"-timeout", "0s"},
 		{"-serial", "-rate", "5"},
 		{"-orderd-env", "NOEQUALS"},
+		{"-smtp-sink"}, // without -orderd-bin there is no orderd to point at it
+		{"-smtp-sink", "-orderd-bin", "bin/orderd", "-target", "peer"},
+		{"-smtp-sink", "-orderd-bin", "bin/orderd", "-orderd-env", "SMTP_ADDR=127.0.0.1:1025"},
 		{"-orderd-dsn", "not a dsn"},
 		{"-nosuchflag"},
 		{"extra"},

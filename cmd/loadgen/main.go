@@ -6,6 +6,7 @@
 //	go run ./cmd/loadgen -target both -n 600 -rate 20                       # light load
 //	go run ./cmd/loadgen -target both -n 200 -serial                        # one order at a time
 //	go run ./cmd/loadgen -target both -orderd-bin bin/orderd -url http://127.0.0.1:8080
+//	go run ./cmd/loadgen -target both -orderd-bin bin/orderd -smtp-sink   # email leaves the machine
 //
 // Orders go to POST /place-order with {"customerName": "..."} on both systems (orderd keeps
 // the seed's endpoint), and the answer's orderId is what loadgen waits for. An order is
@@ -24,9 +25,11 @@
 // With -target peer or both it starts the seed peer itself (run.sh, which recreates -peer-db)
 // on the same MySQL and SQS endpoint, with its own queue prefix; orderd is either already
 // running at -url or started from -orderd-bin (migrate, then serve). With both, each round
-// runs the peer, then orderd. Progress goes to stderr once a second; the report goes to
-// stdout. The exit status is 1 when any placement failed or any placed order did not become
-// terminal within -timeout (warm-up included), 2 on bad flags.
+// runs the peer, then orderd. With -smtp-sink the orderd it starts sends its email to an SMTP
+// server inside loadgen that discards it, instead of to Mailpit (see smtpsink.go). Progress
+// goes to stderr once a second; the report goes to stdout. The exit status is 1 when any
+// placement failed or any placed order did not become terminal within -timeout (warm-up
+// included), 2 on bad flags.
 package main
 
 import (
@@ -137,6 +140,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	printOutcomes(stdout, sums)
+	if b.sink != nil {
+		fmt.Fprintf(stdout, "orderd's email: %d messages over %d SMTP connections to loadgen's sink, discarded (-smtp-sink)\n",
+			b.sink.messages.Load(), b.sink.conns.Load())
+	}
 	for _, s := range sums {
 		if s.Name == "orderd" && !math.IsNaN(float64(s.PeakRSSMiB)) {
 			verdict := "within"
