@@ -35,10 +35,15 @@ import (
 // creation again could place the order twice.
 
 const (
-	// defaultWorkers is how many groups of a lane may be in flight at once. One group
-	// commits while the next forms; a few more keep MariaDB's own group commit busy without
-	// shrinking groups to nothing.
-	defaultWorkers = 4
+	// defaultWorkers is how many groups of a lane may be in flight at once: one commits (or
+	// waits on its decides' emails) while the next forms. More only split the same requests
+	// into smaller groups, each paying its statements and commit, on a machine whose CPU is
+	// already the limit. At 16 clients, 2 against 4 (alternating; 7 and 5 runs with the
+	// benchmark's SMTP sink): placement ~940–1,160 against ~760–880 orders/s, p99 ~32–40
+	// against ~46–61 ms, end to end ~790–980 against ~735–840 /s; with Mailpit (4 and 2
+	// runs) ~530–670 against ~590–650 /s end to end. One worker per lane placed faster still (p99 ~18–33 ms) but
+	// lost end-to-end throughput with Mailpit, where an update group waits on slow sends.
+	defaultWorkers = 2
 	// defaultMaxGroup bounds a group, and with it the size of its statements.
 	defaultMaxGroup = 32
 	// groupTimeout bounds a group's transaction: its requests' own contexts cannot, as one
