@@ -41,8 +41,9 @@ const (
 	// already the limit. At 16 clients, 2 against 4 (alternating; 7 and 5 runs with the
 	// benchmark's SMTP sink): placement ~940–1,160 against ~760–880 orders/s, p99 ~32–40
 	// against ~46–61 ms, end to end ~790–980 against ~735–840 /s; with Mailpit (4 and 2
-	// runs) ~530–670 against ~590–650 /s end to end. One worker per lane placed faster still (p99 ~18–33 ms) but
-	// lost end-to-end throughput with Mailpit, where an update group waits on slow sends.
+	// runs) ~530–670 against ~590–650 /s end to end. One worker per lane placed faster
+	// still (p99 ~18–33 ms) but lost end-to-end throughput with Mailpit, where an update
+	// group waits on slow sends.
 	defaultWorkers = 2
 	// defaultMaxGroup bounds a group, and with it the size of its statements.
 	defaultMaxGroup = 32
@@ -445,7 +446,7 @@ func decideIn(ctx context.Context, tx *sql.Tx, r *request, st *stream, grouped b
 	// In a group, a decide that writes does so after a savepoint, so that a refusal after
 	// some of its writes undoes them and only them.
 	var dtx Tx = tx
-	sp := &savepointTx{tx: tx}
+	sp := &savepointTx{tx: tx, ctx: ctx}
 	if grouped && r.writes {
 		dtx = sp
 	}
@@ -476,13 +477,14 @@ func decideIn(ctx context.Context, tx *sql.Tx, r *request, st *stream, grouped b
 // SAVEPOINT is a round trip to the server like any other statement.
 type savepointTx struct {
 	tx    *sql.Tx
+	ctx   context.Context // the group's: the savepoint is the group's statement, not decide's
 	taken bool
 	err   error // the savepoint's own failure: it fails the group, whatever decide makes of it
 }
 
-func (t *savepointTx) take(ctx context.Context) error {
+func (t *savepointTx) take() error {
 	if !t.taken && t.err == nil {
-		if _, err := t.tx.ExecContext(ctx, `SAVEPOINT decide`); err != nil {
+		if _, err := t.tx.ExecContext(t.ctx, `SAVEPOINT decide`); err != nil {
 			t.err = fmt.Errorf("savepoint: %w", err)
 		} else {
 			t.taken = true
@@ -492,14 +494,14 @@ func (t *savepointTx) take(ctx context.Context) error {
 }
 
 func (t *savepointTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if err := t.take(ctx); err != nil {
+	if err := t.take(); err != nil {
 		return nil, err
 	}
 	return t.tx.ExecContext(ctx, query, args...)
 }
 
 func (t *savepointTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if err := t.take(ctx); err != nil {
+	if err := t.take(); err != nil {
 		return nil, err
 	}
 	return t.tx.QueryContext(ctx, query, args...)
