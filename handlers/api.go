@@ -333,14 +333,13 @@ func correlationID(r *http.Request) (string, error) {
 	return id, err
 }
 
-// headerValue returns the request's header name, trimmed, or "" when it is absent or blank.
-// The value must be printable ASCII (U+0020–U+007E) of at most max characters: it is stored
-// in a utf8mb4 column of that width and the request id travels as an SQS message attribute,
-// and what the IETF's Idempotency-Key draft allows (a structured-field string) is printable
-// ASCII too. HTTP lets obs-text (bytes 0x80–0xFF) through, which need not be UTF-8.
+// headerValue returns the value of the request's header called name, trimmed, or "" when it
+// is absent or blank. It must be printable ASCII (U+0020–U+007E) of at most max characters:
+// it is stored in a utf8mb4 column of that width, the request id travels as an SQS message
+// attribute, and what the IETF's Idempotency-Key draft allows (a structured-field string) is
+// printable ASCII too. HTTP lets obs-text (bytes 0x80–0xFF) through, which need not be UTF-8.
 func headerValue(r *http.Request, name string, max int) (string, error) {
-	vs := r.Header.Values(name)
-	if len(vs) > 1 {
+	if len(r.Header.Values(name)) > 1 {
 		return "", domain.Invalid(name, "is sent more than once")
 	}
 	v := strings.Trim(r.Header.Get(name), " \t")
