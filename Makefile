@@ -79,13 +79,13 @@ run: services build
 	@echo
 	exec env $(ORDERD_ENV) $(BIN) serve
 
-# Fuzzing time per target in `make test` (the request decoder); FUZZTIME=0 skips it.
+# Fuzzing time per target in `make test` (the request decoder and the kept headers); FUZZTIME=0 skips it.
 FUZZTIME ?= 10s
 
 test: services
 	env $(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
 	@if [ "$(FUZZTIME)" != "0" ]; then \
-		for f in FuzzPostOrders FuzzPlacement; do \
+		for f in FuzzPostOrders FuzzPlacement FuzzHeaders; do \
 			echo "fuzzing $$f for $(FUZZTIME)"; \
 			env $(TEST_ENV) $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./handlers/ || exit 1; \
 		done; \

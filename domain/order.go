@@ -2,7 +2,6 @@ package domain
 
 import (
 	"fmt"
-	"net/mail"
 	"strings"
 	"unicode/utf8"
 )
@@ -154,24 +153,19 @@ type Placement struct {
 	Items         []Item
 }
 
-// Validate checks a placement without prices, naming the first offending field.
+// Validate checks a placement without prices, naming the first offending field. Text rules
+// (what may travel to SQS, MySQL and an email) are in text.go.
 func (p Placement) Validate() error {
 	name := strings.TrimSpace(p.CustomerName)
-	switch {
-	case name == "":
+	if name == "" {
 		return Invalid("customerName", "is required")
-	case utf8.RuneCountInString(name) > MaxCustomerNameLen:
-		return Invalid("customerName", "is longer than %d characters", MaxCustomerNameLen)
-	case !utf8.ValidString(name) || strings.ContainsAny(name, "\r\n\x00"):
-		return Invalid("customerName", "contains invalid characters")
+	}
+	if err := checkLabel("customerName", name, MaxCustomerNameLen); err != nil {
+		return err
 	}
 	if p.CustomerEmail != "" {
-		if len(p.CustomerEmail) > MaxEmailLen {
-			return Invalid("customerEmail", "is longer than %d characters", MaxEmailLen)
-		}
-		// ASCII only: a non-ASCII address needs SMTPUTF8, which mail servers may not offer.
-		if a, err := mail.ParseAddress(p.CustomerEmail); err != nil || a.Address != p.CustomerEmail || !isASCII(p.CustomerEmail) {
-			return Invalid("customerEmail", "is not a valid email address")
+		if err := checkEmail("customerEmail", p.CustomerEmail); err != nil {
+			return err
 		}
 	}
 	if len(p.Items) > MaxItems {
@@ -180,11 +174,13 @@ func (p Placement) Validate() error {
 	seen := make(map[string]bool, len(p.Items))
 	for i, it := range p.Items {
 		field := fmt.Sprintf("items[%d]", i)
-		switch {
-		case strings.TrimSpace(it.SKU) == "":
+		if strings.TrimSpace(it.SKU) == "" {
 			return Invalid(field+".sku", "is required")
-		case len(it.SKU) > MaxSKULen:
-			return Invalid(field+".sku", "is longer than %d characters", MaxSKULen)
+		}
+		if err := checkLabel(field+".sku", it.SKU, MaxSKULen); err != nil {
+			return err
+		}
+		switch {
 		case seen[it.SKU]:
 			return Invalid(field+".sku", "%q appears more than once", it.SKU)
 		case it.Quantity < 1:
@@ -282,15 +278,6 @@ func (o *Order) RecordEmail(to, messageID string) ([]Event, error) {
 // Terminal reports whether the order has reached one of its end states.
 func (o *Order) Terminal() bool {
 	return o.status == StatusCompleted || o.status == StatusPaymentFailed || o.status == StatusCancelled
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
 }
 
 // truncate cuts s to at most n runes, marking the cut.

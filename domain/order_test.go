@@ -306,9 +306,14 @@ func items(n int) []domain.Item {
 	return out
 }
 
-// emailOfLen returns a valid address exactly n bytes long.
+// emailOfLen returns a valid address exactly n bytes long (n >= 8): a@, then labels of at
+// most 63 characters, then .com.
 func emailOfLen(n int) string {
-	return "a@" + strings.Repeat("b", n-len("a@.com")) + ".com"
+	d := strings.Repeat("b", n-len("a@.com"))
+	for i := 63; i < len(d)-1; i += 64 {
+		d = d[:i] + "." + d[i+1:]
+	}
+	return "a@" + d + ".com"
 }
 
 func TestPlace(t *testing.T) {

@@ -29,9 +29,10 @@ import (
 // ~1,300/s and ~40 ms (creations no longer share updates' commits; 0.65 commits per order in
 // all, measured with MariaDB's Com_commit).
 //
-// If a group fails before its commit (a deadlock, a version conflict, a hook's error), it
-// is rolled back and each of its requests runs again alone, so one request's failure is its
-// own. A failed commit is reported to all: whether it happened is unknown, and running a
+// If a group fails before its commit (a deadlock, a version conflict, a hook's error, a value
+// that does not fit its column), it is rolled back and each of its requests runs again alone,
+// so one request's failure is its own: the others commit, and a request whose value does not
+// fit gets a KindInvalid error of its own (see dataError). A failed commit is reported to all: whether it happened is unknown, and running a
 // creation again could place the order twice.
 
 const (
@@ -177,7 +178,7 @@ func (s *Store) run(group []*request) {
 		retry := errors.Is(err, errVersionConflict) || isRetryable(err)
 		switch {
 		case !retry:
-			r.err = err
+			r.err = asDataError(err)
 		case attempt < maxConflictRetries:
 			continue
 		case errors.Is(err, errVersionConflict):

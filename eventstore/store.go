@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -107,6 +108,9 @@ type CreateRequest struct {
 	Metadata       Metadata
 }
 
+// maxIdempotencyKeyLen is the width of order_ids.idempotency_key.
+const maxIdempotencyKeyLen = 255
+
 // ErrAlreadyCreated is returned, with the existing id, when an idempotency key was used before
 // for the same request.
 var ErrAlreadyCreated = errors.New("order already created for this idempotency key")
@@ -116,6 +120,11 @@ var ErrAlreadyCreated = errors.New("order already created for this idempotency k
 func (s *Store) Create(ctx context.Context, req CreateRequest, events []domain.Event) (domain.OrderID, error) {
 	if len(events) == 0 {
 		return 0, errors.New("create order: no events")
+	}
+	// A key that cannot be stored would fail the whole group it joined; refused here, it
+	// fails only itself and costs the others nothing.
+	if !utf8.ValidString(req.IdempotencyKey) || utf8.RuneCountInString(req.IdempotencyKey) > maxIdempotencyKeyLen {
+		return 0, domain.Invalid("Idempotency-Key", "must be valid UTF-8 of at most %d characters", maxIdempotencyKeyLen)
 	}
 	r := &request{ctx: ctx, create: &req, events: events, md: req.Metadata}
 	s.submit(r)
@@ -192,6 +201,33 @@ func (s *Store) update(ctx context.Context, id domain.OrderID, md Metadata, writ
 func isRetryable(err error) bool {
 	var me *mysql.MySQLError
 	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
+}
+
+// dataError is a statement refused because a value does not fit its column: not valid in the
+// column's character set (1366, 1300), too long (1406), out of range (1264) or not a value of
+// its type (1292). Run alone, such a request would fail the same way every time, so it is the
+// request's own fault, as a KindInvalid error: a 400 over HTTP, a dead letter in a stage.
+// The database's words stay in the chain for the log and the dead letter's reason; the
+// domain error alone (what a client is shown) names no table or column.
+type dataError struct {
+	invalid *domain.Error
+	cause   error
+}
+
+func (e *dataError) Error() string   { return e.invalid.Error() + ": " + e.cause.Error() }
+func (e *dataError) Unwrap() []error { return []error{e.invalid, e.cause} }
+
+// asDataError returns err as a dataError when it is one, else err.
+func asDataError(err error) error {
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) {
+		return err
+	}
+	switch me.Number {
+	case 1264, 1292, 1300, 1366, 1406:
+		return &dataError{invalid: domain.Invalid("request", "holds a value the database cannot store (too long for its column, or not valid UTF-8)"), cause: err}
+	}
+	return err
 }
 
 // isDuplicate reports whether err is MySQL's duplicate-key error (1062).

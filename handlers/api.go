@@ -15,10 +15,14 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	ghandlers "github.com/gorilla/handlers"
 	"github.com/gorilla/mux"
 
@@ -189,13 +193,17 @@ func (a *API) placeOrderSeed(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) place(r *http.Request, p domain.Placement, body []byte) (domain.OrderID, bool, error) {
-	key := strings.TrimSpace(r.Header.Get("Idempotency-Key"))
-	if len(key) > 255 {
-		return 0, false, domain.Invalid("Idempotency-Key", "is longer than 255 characters")
+	key, err := headerValue(r, "Idempotency-Key", maxIdempotencyKeyLen)
+	if err != nil {
+		return 0, false, err
+	}
+	corr, err := correlationID(r)
+	if err != nil {
+		return 0, false, err
 	}
 	sum := sha256.Sum256(append([]byte(r.URL.Path+"\n"), body...))
 	return a.placer.Place(r.Context(), ordering.PlaceRequest{
-		Placement: p, IdempotencyKey: key, RequestHash: hex.EncodeToString(sum[:]), CorrelationID: correlationID(r),
+		Placement: p, IdempotencyKey: key, RequestHash: hex.EncodeToString(sum[:]), CorrelationID: corr,
 	})
 }
 
@@ -307,12 +315,43 @@ func orderID(r *http.Request) (domain.OrderID, error) {
 	return domain.OrderID(n), nil
 }
 
+// Limits of the request headers the service keeps: the widths of the columns they are
+// stored in (order_ids.idempotency_key, outbox.correlation_id).
+const (
+	maxIdempotencyKeyLen = 255
+	maxRequestIDLen      = 100
+)
+
 // correlationID takes the caller's request id, so their logs and ours line up, or makes one.
-func correlationID(r *http.Request) string {
-	if id := r.Header.Get("X-Request-ID"); id != "" && len(id) <= 100 {
-		return id
+// An id that cannot travel is refused rather than replaced: the caller would otherwise look
+// for it in our logs in vain.
+func correlationID(r *http.Request) (string, error) {
+	id, err := headerValue(r, "X-Request-ID", maxRequestIDLen)
+	if id == "" && err == nil {
+		id = rand.Text()
 	}
-	return rand.Text()
+	return id, err
+}
+
+// headerValue returns the value of the request's header called name, trimmed, or "" when it
+// is absent or blank. It must be printable ASCII (U+0020–U+007E) of at most max characters:
+// it is stored in a utf8mb4 column of that width, the request id travels as an SQS message
+// attribute, and what the IETF's Idempotency-Key draft allows (a structured-field string) is
+// printable ASCII too. HTTP lets obs-text (bytes 0x80–0xFF) through, which need not be UTF-8.
+func headerValue(r *http.Request, name string, max int) (string, error) {
+	if len(r.Header.Values(name)) > 1 {
+		return "", domain.Invalid(name, "is sent more than once")
+	}
+	v := strings.Trim(r.Header.Get(name), " \t")
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return "", domain.Invalid(name, "must be printable ASCII (byte 0x%02x at %d is not)", v[i], i)
+		}
+	}
+	if len(v) > max {
+		return "", domain.Invalid(name, "is longer than %d characters", max)
+	}
+	return v, nil
 }
 
 // decodeRequest reads a JSON request body into v and returns the raw body too (it keys
@@ -341,34 +380,91 @@ func readJSONBody(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
-// decodeStrict decodes exactly one JSON object, refusing unknown fields and anything after
-// the object, and names the offending field in its error where it can ("body" otherwise).
+// decodeStrict decodes exactly one JSON value into v and names the offending field in its
+// error where it can ("body" otherwise). It is stricter than encoding/json, which matches
+// names case-insensitively, keeps the last of duplicate names and replaces invalid UTF-8 with
+// U+FFFD: a body that means one thing to us and another to a proxy or a log reader is
+// refused. go-json-experiment/json (the proposed encoding/json/v2, which Go 1.26 ships only
+// under GOEXPERIMENT=jsonv2) refuses duplicate names and invalid UTF-8 (raw bytes and lone
+// surrogate escapes) by default and matches names exactly; unknown names are refused too.
 func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
+	err := jsonv2.Unmarshal(body, v, jsonv2.RejectUnknownMembers(true))
+	if err == nil {
+		return nil
+	}
+	var se *jsonv2.SemanticError
+	var sy *jsontext.SyntacticError
+	switch {
+	case errors.As(err, &se):
+		field := fieldOf(se.JSONPointer)
 		switch {
-		case errors.As(err, &te) && te.Field == "":
-			return domain.Invalid("body", "must be a JSON object")
-		case errors.As(err, &te):
-			return domain.Invalid(te.Field, "must be a JSON %s", te.Type.Kind())
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			// encoding/json has no typed error for this; the field name is all we take from the text.
-			if name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`); name != "" {
-				return domain.Invalid(name, "is not a known field")
-			}
+		case errors.Is(err, jsonv2.ErrUnknownName) && se.JSONPointer == "/":
 			return domain.Invalid("body", "holds a field with an empty name")
-		case errors.Is(err, io.EOF):
-			return domain.Invalid("body", "is empty")
+		case errors.Is(err, jsonv2.ErrUnknownName):
+			return domain.Invalid(field, "is not a known field (names are case-sensitive)")
+		case field == "body":
+			return domain.Invalid("body", "must be a JSON object")
+		case se.GoType != nil:
+			return domain.Invalid(field, "must be %s", jsonKind(se.GoType))
 		}
-		return domain.Invalid("body", "is not valid JSON: %v", err)
+		return domain.Invalid(field, "is not valid: %v", se.Err)
+	case errors.As(err, &sy):
+		field := fieldOf(sy.JSONPointer)
+		switch {
+		case errors.Is(err, jsontext.ErrDuplicateName):
+			return domain.Invalid(field, "appears more than once in its object")
+		case errors.Is(err, io.ErrUnexpectedEOF) && len(bytes.TrimSpace(body)) == 0:
+			return domain.Invalid("body", "is empty")
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return domain.Invalid("body", "is not valid JSON: it ends too soon")
+		}
+		// Invalid UTF-8 and bad escapes are reported within the string that holds them.
+		return domain.Invalid(field, "is not valid JSON: %s", strings.TrimPrefix(sy.Error(), "jsontext: "))
 	}
-	// More() would miss a stray ']' or '}': ask for the next token, which must be the end.
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return domain.Invalid("body", "must hold a single JSON object and nothing after it")
+	return domain.Invalid("body", "is not valid JSON: %v", err)
+}
+
+// fieldOf turns a JSON pointer into the field name errors use: "/items/0/sku" is
+// "items[0].sku", the empty pointer "body". A name from the request is cut short.
+func fieldOf(p jsontext.Pointer) string {
+	var b strings.Builder
+	first := true
+	for tok := range p.Tokens() {
+		switch {
+		case !first && tok != "" && strings.Trim(tok, "0123456789") == "":
+			b.WriteString("[" + tok + "]")
+		case first:
+			b.WriteString(tok)
+		default:
+			b.WriteString("." + tok)
+		}
+		first = false
 	}
-	return nil
+	if b.Len() == 0 {
+		return "body"
+	}
+	if f := b.String(); utf8.RuneCountInString(f) > 64 {
+		return string([]rune(f)[:64]) + "…"
+	}
+	return b.String()
+}
+
+// jsonKind says which JSON value a field of Go type t takes.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	case reflect.String:
+		return "a JSON string"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number within range"
+	case reflect.Slice, reflect.Array:
+		return "a JSON array"
+	case reflect.Struct, reflect.Map:
+		return "a JSON object"
+	}
+	return "a JSON " + t.Kind().String()
 }
 
 func jsonEncode(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }

@@ -4,10 +4,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/mail"
 	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"orderd/domain"
@@ -49,6 +54,29 @@ func FuzzPostOrders(f *testing.F) {
 		`{"customerName":"Ann"}}`,
 		`{"customerName":"Ann"}]`,
 		`{"":0}`, `[]`, `"Ann"`, `42`, `null`, `{}`, ``, `{`, `{"customerName":`, "\xff",
+		// Strict JSON: duplicates, names differing in case, invalid UTF-8 raw and escaped.
+		`{"customerName":"Ann","customerName":"Bob"}`,
+		`{"customerName":"Ann","CustomerName":"Bob"}`,
+		`{"customername":"Ann"}`,
+		orderBody(`[{"sku":"SKU-BOOK","quantity":1,"quantity":2}]`),
+		orderBody(`[{"SKU":"SKU-BOOK","quantity":1}]`),
+		"{\"customerName\":\"Ann\xff\"}",
+		"{\"customerName\xc0\":\"Ann\"}",
+		`{"customerName":"Ann\ud800"}`,
+		`{"customerName":"Ann\udfff\ud800"}`,
+		`{"customerName":"Ann\ud83d\ude00"}`,
+		// Characters SQS refuses, and those refused in names.
+		`{"customerName":"Ann\uffff"}`, `{"customerName":"Ann\ufffe"}`, `{"customerName":"Ann\u0000"}`, `{"customerName":"Ann\u0008"}`,
+		`{"customerName":"Ann\u202eeL"}`, `{"customerName":"Ann\u2066Lee"}`, `{"customerName":"A\u200bnn"}`, `{"customerName":"\ufeffAnn"}`,
+		`{"customerName":"Ann\u0085"}`, `{"customerName":"Ann\u2028Lee"}`, `{"customerName":"Ann\ufdd0"}`,
+		orderBody(`[{"sku":"SKU-BOOK\uffff","quantity":1}]`),
+		orderBody(`[{"sku":"SKU\u200d-BOOK","quantity":1}]`),
+		// Addresses a shop never delivers to.
+		`{"customerName":"Ann","customerEmail":"a@[127.0.0.1]","items":[{"sku":"A","quantity":1}]}`,
+		`{"customerName":"Ann","customerEmail":"a@shop","items":[{"sku":"A","quantity":1}]}`,
+		`{"customerName":"Ann","customerEmail":"a@localhost","items":[{"sku":"A","quantity":1}]}`,
+		`{"customerName":"Ann","customerEmail":"a@x.localhost","items":[{"sku":"A","quantity":1}]}`,
+		`{"customerName":"Ann","customerEmail":"a@10.0.0.1","items":[{"sku":"A","quantity":1}]}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -76,6 +104,57 @@ func FuzzPlacement(f *testing.F) {
 			t.Fatal(err)
 		}
 		checkOrderBody(t, body)
+	})
+}
+
+// FuzzHeaders sends POST /orders with arbitrary Idempotency-Key and X-Request-ID values to
+// the real API over a database of its own, straight to its handler (net/http's own parsing
+// would refuse control bytes before it; the handler must not rely on that). Whatever the
+// bytes: never a 5xx; a 202 exactly when both values fit (printable ASCII, at most 255 and
+// 100 characters once trimmed), with the request id stored as sent; otherwise a 400 naming
+// the header that does not fit.
+func FuzzHeaders(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"", ""}, {"key-1", "req-1"}, {" key-2 ", "\treq-2 "}, {"k\xff", ""}, {"", "r\xfe"}, {"schlüssel", ""}, {"", "\uffff"},
+		{"k\x00", ""}, {"", "r\r\nX-Evil: 1"}, {strings.Repeat("k", 255), strings.Repeat("r", 100)},
+		{strings.Repeat("k", 256), ""}, {"", strings.Repeat("r", 101)}, {"\x7f", "~"},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	s := newAPIServer(f)
+	fits := func(v string, max int) bool {
+		v = strings.Trim(v, " \t")
+		return len(v) <= max && !strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r > 0x7e })
+	}
+	f.Fuzz(func(t *testing.T, key, reqID string) {
+		req := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader(validOrder))
+		req.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			req.Header["Idempotency-Key"] = []string{key}
+		}
+		if reqID != "" {
+			req.Header["X-Request-Id"] = []string{reqID}
+		}
+		rec := httptest.NewRecorder()
+		s.Config.Handler.ServeHTTP(rec, req)
+		res := response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+		keyFits, idFits := fits(key, 255), fits(reqID, 100)
+		switch {
+		case res.status >= 500:
+			t.Fatalf("key %q, request id %q: status %d (%s)", key, reqID, res.status, res.body)
+		case !keyFits:
+			assertError(t, res, http.StatusBadRequest, "invalid", "Idempotency-Key")
+		case !idFits:
+			assertError(t, res, http.StatusBadRequest, "invalid", "X-Request-ID")
+		case res.status != http.StatusAccepted:
+			t.Fatalf("key %q, request id %q fit: status %d (%s), want 202", key, reqID, res.status, res.body)
+		case strings.Trim(reqID, " \t") != "" && res.header.Get("Idempotent-Replayed") == "":
+			id := decodeJSON(t, res)["orderId"]
+			if n := s.env.Count(t, `SELECT COUNT(*) FROM outbox WHERE event_id = CONCAT(?, '-1') AND correlation_id = ?`,
+				fmt.Sprint(id), strings.Trim(reqID, " \t")); n != 1 {
+				t.Fatalf("request id %q: not stored as sent", reqID)
+			}
+		}
 	})
 }
 
@@ -167,7 +246,7 @@ func assertFieldIsWrong(t *testing.T, p domain.Placement, err error) {
 	switch {
 	case field == "customerName":
 		n := strings.TrimSpace(p.CustomerName)
-		wrong = n == "" || utf8.RuneCountInString(n) > domain.MaxCustomerNameLen || !utf8.ValidString(n) || strings.ContainsAny(n, "\r\n\x00")
+		wrong = n == "" || !fitsLabel(n, domain.MaxCustomerNameLen)
 	case field == "customerEmail":
 		wrong = p.CustomerEmail != "" && !validEmail(p.CustomerEmail)
 	case field == "items":
@@ -185,7 +264,7 @@ func assertFieldIsWrong(t *testing.T, p domain.Placement, err error) {
 			for _, earlier := range p.Items[:i] {
 				dup = dup || earlier.SKU == it.SKU
 			}
-			wrong = strings.TrimSpace(it.SKU) == "" || len(it.SKU) > domain.MaxSKULen || dup
+			wrong = strings.TrimSpace(it.SKU) == "" || !fitsLabel(it.SKU, domain.MaxSKULen) || dup
 		case "quantity":
 			wrong = it.Quantity < 1 || it.Quantity > domain.MaxQuantity
 		case "unitPriceCents":
@@ -198,8 +277,9 @@ func assertFieldIsWrong(t *testing.T, p domain.Placement, err error) {
 }
 
 // assertPlaceable checks that a valid placement is placed as an OrderPlaced that keeps the
-// invariants: a trimmed name that fits the seed's VARCHAR(100) and cannot inject headers,
-// an ASCII address, at most 50 distinct lines with sane quantities, and the right total.
+// invariants: a trimmed name that fits the seed's VARCHAR(100) and cannot inject headers or
+// hide characters, a deliverable ASCII address, at most 50 distinct lines with sane
+// quantities, the right total, and a payload that fits its TEXT column and an SQS message.
 func assertPlaceable(t *testing.T, p domain.Placement) {
 	t.Helper()
 	events, err := domain.Place(p)
@@ -214,8 +294,7 @@ func assertPlaceable(t *testing.T, p domain.Placement) {
 		t.Fatalf("Place(%+v) = %T, want OrderPlaced", p, events[0])
 	}
 	name := e.CustomerName
-	if name != strings.TrimSpace(p.CustomerName) || name == "" || !utf8.ValidString(name) ||
-		utf8.RuneCountInString(name) > domain.MaxCustomerNameLen || strings.ContainsAny(name, "\r\n\x00") {
+	if name != strings.TrimSpace(p.CustomerName) || name == "" || !fitsLabel(name, domain.MaxCustomerNameLen) {
 		t.Fatalf("OrderPlaced name %q breaks the name rules", name)
 	}
 	if e.CustomerEmail != p.CustomerEmail || (e.CustomerEmail != "" && !validEmail(e.CustomerEmail)) {
@@ -227,7 +306,7 @@ func assertPlaceable(t *testing.T, p domain.Placement) {
 	seen := map[string]bool{}
 	var total int64
 	for i, it := range e.Items {
-		if strings.TrimSpace(it.SKU) == "" || len(it.SKU) > domain.MaxSKULen || seen[it.SKU] ||
+		if strings.TrimSpace(it.SKU) == "" || !fitsLabel(it.SKU, domain.MaxSKULen) || seen[it.SKU] ||
 			it.Quantity < 1 || it.Quantity > domain.MaxQuantity || it.UnitPriceCents < 0 {
 			t.Fatalf("OrderPlaced line %d = %+v breaks the line rules", i, it)
 		}
@@ -236,6 +315,13 @@ func assertPlaceable(t *testing.T, p domain.Placement) {
 	}
 	if e.TotalCents != total {
 		t.Fatalf("OrderPlaced total %d, want %d", e.TotalCents, total)
+	}
+	payload, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(payload) > 65535 || !utf8.Valid(payload) || strings.ContainsFunc(string(payload), func(r rune) bool { return !sqsAllows(r) }) {
+		t.Fatalf("OrderPlaced payload %q does not fit a TEXT column and an SQS message", payload)
 	}
 }
 
@@ -261,17 +347,40 @@ func assertRoundTrip(t *testing.T, p domain.Placement) {
 	}
 }
 
-// validEmail is the address rule, said independently of domain: one bare ASCII address
-// of at most 254 bytes.
+// validEmail is the address rule, said independently of domain: one bare ASCII address of at
+// most 254 bytes, at most 64 before the @, at a host name with a dot whose top label is not
+// numeric, and not at a special-use name that never resolves on the internet.
 func validEmail(s string) bool {
-	if len(s) > domain.MaxEmailLen {
+	if len(s) > domain.MaxEmailLen || strings.ContainsFunc(s, func(r rune) bool { return r >= utf8.RuneSelf }) {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			return false
-		}
-	}
 	a, err := mail.ParseAddress(s)
-	return err == nil && a.Address == s
+	if err != nil || a.Address != s {
+		return false
+	}
+	local, host := s[:strings.LastIndex(s, "@")], strings.ToLower(s[strings.LastIndex(s, "@")+1:])
+	top := host[strings.LastIndex(host, ".")+1:]
+	return len(local) <= 64 && hostName.MatchString(host) && strings.Trim(top, "0123456789") != "" &&
+		!slices.Contains([]string{"localhost", "local", "invalid"}, top)
+}
+
+// hostName is two or more DNS labels: letters, digits and inner hyphens, 1–63 each.
+var hostName = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// fitsLabel is the rule for names and SKUs, said independently of domain: valid UTF-8 of at
+// most max characters, none that SQS refuses, no control or format character (bidi, zero
+// width), line or paragraph separator, or noncharacter.
+func fitsLabel(s string, max int) bool {
+	if !utf8.ValidString(s) || utf8.RuneCountInString(s) > max {
+		return false
+	}
+	return !strings.ContainsFunc(s, func(r rune) bool {
+		return !sqsAllows(r) || unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp) ||
+			(r >= 0xFDD0 && r <= 0xFDEF) || r%0x10000 >= 0xFFFE
+	})
+}
+
+// sqsAllows reports whether SQS accepts r in a message body or attribute.
+func sqsAllows(r rune) bool {
+	return r == 0x9 || r == 0xA || r == 0xD || (r >= 0x20 && r <= 0xD7FF) || (r >= 0xE000 && r <= 0xFFFD) || (r >= 0x10000 && r <= 0x10FFFF)
 }
