@@ -264,10 +264,13 @@ func (s *SMTPSender) handshake(nc net.Conn) (*smtp.Client, error) {
 	return c, nil
 }
 
+// stepMail names the MAIL FROM step in errors; rejected judges its replies apart.
+const stepMail = "MAIL FROM"
+
 // deliver runs MAIL, RCPT and DATA for one message.
 func deliver(sc *smtpConn, env envelope, raw []byte) error {
 	if err := sc.c.Mail(env.from); err != nil {
-		return rejected("MAIL FROM", err)
+		return rejected(stepMail, err)
 	}
 	if err := sc.c.Rcpt(env.to); err != nil {
 		return rejected("RCPT TO", err)

@@ -18,7 +18,7 @@ type fakeSMTP struct {
 
 	// Replies, each a full reply line such as "250 ok". Empty means
 	// success.
-	rcptReply, dataReply string
+	mailReply, rcptReply, dataReply string
 	// dropAfterMessage closes each connection after accepting one message,
 	// as a server with an idle timeout would later on.
 	dropAfterMessage bool
@@ -96,7 +96,9 @@ func (f *fakeSMTP) serve(c *textproto.Conn) {
 		case "EHLO":
 			_ = c.PrintfLine("250-fake")
 			_ = c.PrintfLine("250 8BITMIME")
-		case "MAIL", "RSET", "NOOP":
+		case "MAIL":
+			reply(f.mailReply, "250 ok")
+		case "RSET", "NOOP":
 			reply("250 ok", "")
 		case "RCPT":
 			reply(f.rcptReply, "250 ok")
@@ -216,16 +218,27 @@ func TestSMTPSenderReplacesDroppedConnection(t *testing.T) {
 	}
 }
 
+// Only a refusal of this message is permanent (it ends the order without its email); a
+// refusal of us, the sender, would refuse every order's email alike and stays transient.
 func TestSMTPSenderClassifiesReplies(t *testing.T) {
 	tests := []struct {
 		name      string
 		srv       *fakeSMTP
 		permanent bool
+		reply     string // Reply(err) when permanent
 	}{
-		{"unknown recipient", &fakeSMTP{rcptReply: "550 5.1.1 no such user"}, true},
-		{"mailbox busy", &fakeSMTP{rcptReply: "450 4.2.1 try later"}, false},
-		{"content rejected", &fakeSMTP{dataReply: "554 5.7.1 spam"}, true},
-		{"server shutting down", &fakeSMTP{dataReply: "421 4.3.2 shutting down"}, false},
+		{"unknown recipient", &fakeSMTP{rcptReply: "550 5.1.1 no such user"}, true, "RCPT TO: 550 5.1.1 no such user"},
+		{"mailbox unavailable, no enhanced code", &fakeSMTP{rcptReply: "550 mailbox unavailable"}, true, "RCPT TO: 550 mailbox unavailable"},
+		{"recipient domain refused", &fakeSMTP{rcptReply: "554 5.1.2 domain not found"}, true, "RCPT TO: 554 5.1.2 domain not found"},
+		{"recipient syntax", &fakeSMTP{rcptReply: "501 5.5.4 invalid TO parameter"}, true, "RCPT TO: 501 5.5.4 invalid TO parameter"},
+		{"message too big", &fakeSMTP{dataReply: "552 5.3.4 message too big"}, true, "end of DATA: 552 5.3.4 message too big"},
+		{"mailbox busy", &fakeSMTP{rcptReply: "450 4.2.1 try later"}, false, ""},
+		{"server shutting down", &fakeSMTP{dataReply: "421 4.3.2 shutting down"}, false, ""},
+		{"relay access denied", &fakeSMTP{rcptReply: "554 5.7.1 <buyer@example.com>: Relay access denied"}, false, ""},
+		{"authentication required", &fakeSMTP{rcptReply: "530 5.7.0 Authentication required"}, false, ""},
+		{"content refused by policy", &fakeSMTP{dataReply: "554 5.7.1 spam"}, false, ""},
+		{"sender refused", &fakeSMTP{mailReply: "553 5.1.8 sender domain does not exist"}, false, ""},
+		{"sender refused, no enhanced code", &fakeSMTP{mailReply: "550 not allowed"}, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -240,6 +253,9 @@ func TestSMTPSenderClassifiesReplies(t *testing.T) {
 			}
 			if got := IsPermanent(err); got != tt.permanent {
 				t.Errorf("IsPermanent(%q) = %v, want %v", err, got, tt.permanent)
+			}
+			if got := Reply(err); got != tt.reply {
+				t.Errorf("Reply(%q) = %q, want %q", err, got, tt.reply)
 			}
 		})
 	}

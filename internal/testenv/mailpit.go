@@ -1,0 +1,32 @@
+package testenv
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// Mailpit is a Mailpit of the test's own, started with the flags the test needs (a
+// recipient restriction, authentication, TLS, chaos), so that it can play a mail server
+// that the shared one, which accepts everything, does not.
+type Mailpit struct {
+	SMTPAddr string // host:port of its SMTP server
+	URL      string // base URL of its web UI and API, for internal/mailpit
+	*Process
+}
+
+// StartMailpit starts a Mailpit on free ports with flags added to the usual ones (no
+// reverse DNS, no version check, its store in the test's temporary directory), and waits
+// until both its API and its SMTP server accept connections. The binary comes from
+// MAILPIT_BIN, or .bin/mailpit (scripts/services.sh builds it there).
+func StartMailpit(t testing.TB, flags ...string) *Mailpit {
+	t.Helper()
+	bin := toolBinary(t, "mailpit", "MAILPIT_BIN")
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	smtpAddr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	argv := append([]string{bin, "--listen", httpAddr, "--smtp", smtpAddr, "--smtp-disable-rdns", "--disable-version-check"}, flags...)
+	environ := append(MinimalEnviron(), "TMPDIR="+t.TempDir())
+	p := StartProcess(t, "mailpit", argv, environ, httpAddr)
+	WaitPort(t, smtpAddr, 10*time.Second)
+	return &Mailpit{SMTPAddr: smtpAddr, URL: "http://" + httpAddr, Process: p}
+}
