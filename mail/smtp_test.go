@@ -2,13 +2,18 @@ package mail
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/textproto"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"orderd/internal/testenv"
 )
 
 // fakeSMTP is a scripted SMTP server for exercising SMTPSender's protocol
@@ -24,13 +29,19 @@ type fakeSMTP struct {
 	dropAfterMessage bool
 	// silent accepts connections but never greets, like a hung server.
 	silent bool
+	// tls, if set, makes the server speak TLS from the first byte (SMTPS).
+	tls *tls.Config
+	// auth is what EHLO advertises after "AUTH " (e.g. "LOGIN"); AUTH LOGIN
+	// accepts user "shop" with password "s3cret" and records what it got.
+	auth string
 
-	mu    sync.Mutex
-	conns int      // connections accepted
-	data  []string // message bodies received
-	quits int      // QUIT commands received
-	open  []net.Conn
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	conns  int      // connections accepted
+	logins []string // "user:password" of each AUTH LOGIN, decoded
+	data   []string // message bodies received
+	quits  int      // QUIT commands received
+	open   []net.Conn
+	wg     sync.WaitGroup
 }
 
 func startFakeSMTP(t *testing.T, f *fakeSMTP) *fakeSMTP {
@@ -38,6 +49,9 @@ func startFakeSMTP(t *testing.T, f *fakeSMTP) *fakeSMTP {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
+	}
+	if f.tls != nil {
+		ln = tls.NewListener(ln, f.tls)
 	}
 	f.ln = ln
 	f.wg.Add(1)
@@ -95,7 +109,33 @@ func (f *fakeSMTP) serve(c *textproto.Conn) {
 		switch verb {
 		case "EHLO":
 			_ = c.PrintfLine("250-fake")
+			if f.auth != "" {
+				_ = c.PrintfLine("250-AUTH %s", f.auth)
+			}
 			_ = c.PrintfLine("250 8BITMIME")
+		case "AUTH":
+			if !strings.EqualFold(line, "AUTH LOGIN") {
+				reply("504 5.5.4 unrecognized authentication type", "")
+				continue
+			}
+			var got []string
+			for _, prompt := range []string{"VXNlcm5hbWU6", "UGFzc3dvcmQ6"} { // "Username:", "Password:"
+				_ = c.PrintfLine("334 %s", prompt)
+				line, err := c.ReadLine()
+				if err != nil {
+					return
+				}
+				b, _ := base64.StdEncoding.DecodeString(line)
+				got = append(got, string(b))
+			}
+			f.mu.Lock()
+			f.logins = append(f.logins, strings.Join(got, ":"))
+			f.mu.Unlock()
+			if got[0] == "shop" && got[1] == "s3cret" {
+				reply("235 2.7.0 ok", "")
+			} else {
+				reply("535 5.7.8 bad credentials", "")
+			}
 		case "MAIL":
 			reply(f.mailReply, "250 ok")
 		case "RSET", "NOOP":
@@ -243,7 +283,7 @@ func TestSMTPSenderClassifiesReplies(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := startFakeSMTP(t, tt.srv)
-			s := newTestSender(t, SMTPConfig{Addr: srv.addr()})
+			s := newTestSender(t, SMTPConfig{Addr: srv.addr(), TLS: TLSOff})
 			err := s.Send(context.Background(), validMessage())
 			if err == nil {
 				t.Fatal("Send succeeded, want error")
@@ -354,5 +394,31 @@ func TestSMTPSenderDotStuffing(t *testing.T) {
 	_, body, _ := strings.Cut(srv.message(0), "\r\n\r\n")
 	if want := "first\r\n.\r\n..two dots\r\nlast\r\n"; body != want {
 		t.Errorf("server received body %q, want %q", body, want)
+	}
+}
+
+// TestSMTPSenderLoginAuth logs in with LOGIN when the server offers only that (Mailpit offers
+// PLAIN too, and PLAIN is preferred), over implicit TLS verified against the test's CA.
+func TestSMTPSenderLoginAuth(t *testing.T) {
+	ca := testenv.NewCA(t)
+	certFile, keyFile := ca.Issue(t, "127.0.0.1")
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startFakeSMTP(t, &fakeSMTP{tls: &tls.Config{Certificates: []tls.Certificate{cert}}, auth: "LOGIN"})
+	s := newTestSender(t, SMTPConfig{Addr: srv.addr(), TLS: TLSImplicit, Username: "shop", Password: "s3cret", RootCAs: ca.Pool})
+	if err := s.Send(context.Background(), validMessage()); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	bad := newTestSender(t, SMTPConfig{Addr: srv.addr(), TLS: TLSImplicit, Username: "shop", Password: "wrong", RootCAs: ca.Pool})
+	err = bad.Send(context.Background(), validMessage())
+	if err == nil || IsPermanent(err) || !strings.Contains(err.Error(), "AUTH: 535") || strings.Contains(err.Error(), "wrong") {
+		t.Errorf("Send with a wrong password: %v, want a transient AUTH error without the password", err)
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if want := []string{"shop:s3cret", "shop:wrong"}; !slices.Equal(srv.logins, want) || len(srv.data) != 1 {
+		t.Errorf("server saw logins %q and %d messages, want %q and 1", srv.logins, len(srv.data), want)
 	}
 }

@@ -1,7 +1,10 @@
 package testenv
 
 import (
+	"crypto/rand"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -29,4 +32,28 @@ func StartMailpit(t testing.TB, flags ...string) *Mailpit {
 	p := StartProcess(t, "mailpit", argv, environ, httpAddr)
 	WaitPort(t, smtpAddr, 10*time.Second)
 	return &Mailpit{SMTPAddr: smtpAddr, URL: "http://" + httpAddr, Process: p}
+}
+
+// Relay is a Mailpit playing a real relay (Amazon SES, a company relay): it takes mail only
+// after a login, over TLS with a certificate from a CA of the test's own.
+type Relay struct {
+	*Mailpit
+	CA                 *CA
+	Username, Password string // the one account it accepts; the password is random
+}
+
+// StartRelay starts a Mailpit with an auth file holding one account and a certificate for
+// 127.0.0.1, plus flags saying how TLS is demanded: --smtp-require-starttls (STARTTLS, as
+// on port 587) or --smtp-require-tls (TLS from the first byte, as on port 465).
+func StartRelay(t testing.TB, flags ...string) *Relay {
+	t.Helper()
+	ca := NewCA(t)
+	cert, key := ca.Issue(t, "127.0.0.1")
+	r := &Relay{CA: ca, Username: "orderd", Password: "pw-" + rand.Text()}
+	auth := filepath.Join(t.TempDir(), "smtp-auth")
+	if err := os.WriteFile(auth, []byte(r.Username+":"+r.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.Mailpit = StartMailpit(t, append([]string{"--smtp-auth-file", auth, "--smtp-tls-cert", cert, "--smtp-tls-key", key}, flags...)...)
+	return r
 }
