@@ -299,9 +299,6 @@ func (o *Order) RecordEmailFailure(to, reply string) ([]Event, error) {
 	return []Event{EmailFailed{To: to, Template: o.EmailTemplate(), Reply: truncate(printable(reply), MaxReasonLen)}}, nil
 }
 
-// EmailFailed reports whether the mail server refused the order's notification for good.
-func (o *Order) EmailFailed() bool { return o.emailFailed }
-
 // Terminal reports whether the order has reached one of its end states.
 func (o *Order) Terminal() bool {
 	return o.status == StatusCompleted || o.status == StatusPaymentFailed || o.status == StatusCancelled
