@@ -98,8 +98,14 @@ func TestFunctionsMatchTheBuild(t *testing.T) {
 		check("STAGE", vars["STAGE"], st.env)
 		check("DB_SECRET_ARN", vars["DB_SECRET_ARN"], "Ref:DBSecretArn")
 		check("QUEUE_PREFIX", vars["QUEUE_PREFIX"], "Ref:QueuePrefix")
-		if _, ok := vars["MYSQL_DSN"]; ok {
-			t.Errorf("%sFunction: MYSQL_DSN in the template: credentials must come from Secrets Manager", st.name)
+		for _, key := range []string{"MYSQL_DSN", "SMTP_USERNAME", "SMTP_PASSWORD"} {
+			if _, ok := vars[key]; ok {
+				t.Errorf("%sFunction: %s in the template: credentials must come from Secrets Manager", st.name, key)
+			}
+		}
+		if st.env == lambdastage.StageEmail {
+			check("SMTP_SECRET_ARN", vars["SMTP_SECRET_ARN"], "Ref:SmtpSecretArn")
+			check("SMTP_TLS", vars["SMTP_TLS"], "Ref:SmtpTls")
 		}
 		if len(fn.Events) != 0 || fn.Policies != nil {
 			t.Errorf("%sFunction: Events/Policies would make SAM generate event sources or policies beside the explicit ones", st.name)
@@ -211,6 +217,9 @@ func leastGrants(name string) []grant {
 	}
 	add("GetAtt:"+name+"Queue.Arn", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
 	add("Ref:DBSecretArn", "secretsmanager:GetSecretValue")
+	if name == "Email" { // the SMTP login, which only the email stage uses
+		add("Ref:SmtpSecretArn", "secretsmanager:GetSecretValue")
+	}
 	add("GetAtt:"+name+"FunctionLogGroup.Arn", "logs:CreateLogStream", "logs:PutLogEvents")
 	add("*", "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
 		"ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses")

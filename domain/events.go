@@ -16,6 +16,7 @@ const (
 	TypeInventoryReservationFailed = "InventoryReservationFailed"
 	TypePaymentRefunded            = "PaymentRefunded"
 	TypeEmailSent                  = "EmailSent"
+	TypeEmailFailed                = "EmailFailed"
 )
 
 // Item is one line of an order: a stock-keeping unit, how many, and the unit price at the
@@ -70,6 +71,16 @@ type EmailSent struct {
 	Template  string `json:"template"`
 }
 
+// EmailFailed records that the mail server permanently refused the notification (a 5xx
+// reply to the recipient or the message, or a message that cannot be sent at all): sending
+// it again cannot succeed, so the order ends without it, its outcome unchanged. Reply is the
+// server's answer, as it gave it, so that the shop can see why.
+type EmailFailed struct {
+	To       string `json:"to"`
+	Template string `json:"template"`
+	Reply    string `json:"reply"`
+}
+
 // EventType implements Event.
 func (OrderPlaced) EventType() string { return TypeOrderPlaced }
 
@@ -90,3 +101,6 @@ func (PaymentRefunded) EventType() string { return TypePaymentRefunded }
 
 // EventType implements Event.
 func (EmailSent) EventType() string { return TypeEmailSent }
+
+// EventType implements Event.
+func (EmailFailed) EventType() string { return TypeEmailFailed }

@@ -3,6 +3,7 @@ package domain
 import (
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -64,6 +65,7 @@ type Order struct {
 	payment       string
 	inventory     string
 	emailSent     bool
+	emailFailed   bool // the mail server refused the notification for good
 	paymentID     string
 }
 
@@ -95,6 +97,13 @@ func (o *Order) apply(e Event) {
 		o.payment, o.status = StatusRefunded, StatusCancelled
 	case EmailSent:
 		o.emailSent = true
+		if o.status == StatusPending {
+			o.status = StatusCompleted
+		}
+	case EmailFailed:
+		// The email is the last step, due only once payment and stock are settled: a
+		// pending order here is paid and reserved, and completes without its confirmation.
+		o.emailFailed = true
 		if o.status == StatusPending {
 			o.status = StatusCompleted
 		}
@@ -139,7 +148,7 @@ func (o *Order) NextStep() Step {
 		return StepInventory
 	case o.payment == StatusCompleted && o.inventory == StatusFailed:
 		return StepRefund
-	case !o.emailSent:
+	case !o.emailSent && !o.emailFailed:
 		return StepEmail
 	}
 	return StepNone
@@ -275,9 +284,34 @@ func (o *Order) RecordEmail(to, messageID string) ([]Event, error) {
 	return []Event{EmailSent{To: to, MessageID: messageID, Template: o.EmailTemplate()}}, nil
 }
 
+// RecordEmailFailure records that the mail server permanently refused the notification for
+// `to` with reply (e.g. "RCPT TO: 550 5.1.1 no such user"): the email step ends, and the
+// order with it. The reply is the server's text, so it is bounded and kept to one line of
+// printable characters before it goes into the order's history.
+func (o *Order) RecordEmailFailure(to, reply string) ([]Event, error) {
+	if o.NextStep() != StepEmail {
+		return nil, ErrStepNotDue
+	}
+	return []Event{EmailFailed{To: to, Template: o.EmailTemplate(), Reply: truncate(printable(reply), MaxReasonLen)}}, nil
+}
+
 // Terminal reports whether the order has reached one of its end states.
 func (o *Order) Terminal() bool {
 	return o.status == StatusCompleted || o.status == StatusPaymentFailed || o.status == StatusCancelled
+}
+
+// printable returns s as valid UTF-8 on one line: invalid bytes and whatever is not printable
+// (control characters, a multi-line reply's line breaks among them, bidi and other format
+// characters) become spaces, and every run of spaces one.
+func printable(s string) string {
+	s = strings.ToValidUTF8(s, " ")
+	s = strings.Map(func(r rune) rune {
+		if !unicode.IsPrint(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // truncate cuts s to at most n runes, marking the cut.

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"orderd/domain"
 )
@@ -32,6 +33,11 @@ var (
 	failedNotice  = domain.EmailSent{To: "ann@example.com", MessageID: "msg-1", Template: domain.TemplatePaymentFailed}
 	cancelNotice  = domain.EmailSent{To: "ann@example.com", MessageID: "msg-1", Template: domain.TemplateCancelled}
 	seedConfirmed = domain.EmailSent{To: "", MessageID: "msg-1", Template: domain.TemplateConfirmation}
+
+	// The mail server refused the notification for good.
+	bounced       = domain.EmailFailed{To: "ann@example.com", Template: domain.TemplateConfirmation, Reply: "RCPT TO: 550 5.1.1 no such user"}
+	bouncedFailed = domain.EmailFailed{To: "ann@example.com", Template: domain.TemplatePaymentFailed, Reply: "RCPT TO: 550 5.1.1 no such user"}
+	bouncedCancel = domain.EmailFailed{To: "ann@example.com", Template: domain.TemplateCancelled, Reply: "RCPT TO: 550 5.1.1 no such user"}
 )
 
 // given is the order as loaded from the log after events.
@@ -52,7 +58,10 @@ var (
 		return o.Reserve(domain.ReservationOutcome{Reserved: false, Reason: "out of stock: SKU-MUG"})
 	}
 	refund = func(o *domain.Order) ([]domain.Event, error) { return o.Refund("ref-1") }
-	email  = func(o *domain.Order) ([]domain.Event, error) {
+	bounce = func(o *domain.Order) ([]domain.Event, error) {
+		return o.RecordEmailFailure(o.CustomerEmail(), "RCPT TO: 550 5.1.1 no such user")
+	}
+	email = func(o *domain.Order) ([]domain.Event, error) {
 		return o.RecordEmail(o.CustomerEmail(), "msg-1")
 	}
 )
@@ -148,7 +157,49 @@ func TestRecordEmail(t *testing.T) {
 		{name: "not due twice after confirmation", given: evs(placed, paid, reserved, confirmed), when: email, wantErr: domain.ErrStepNotDue},
 		{name: "not due twice after payment failed", given: evs(placed, declined, failedNotice), when: email, wantErr: domain.ErrStepNotDue},
 		{name: "not due twice after refund", given: evs(placed, paid, short, refunded, cancelNotice), when: email, wantErr: domain.ErrStepNotDue},
+		{name: "not due once the server refused it", given: evs(placed, paid, reserved, bounced), when: email, wantErr: domain.ErrStepNotDue},
 	})
+}
+
+func TestRecordEmailFailure(t *testing.T) {
+	runDecisions(t, []decisionCase{
+		{name: "confirmation refused", given: evs(placed, paid, reserved), when: bounce, then: evs(bounced)},
+		{name: "payment failed notice refused", given: evs(placed, declined), when: bounce, then: evs(bouncedFailed)},
+		{name: "cancellation refused", given: evs(placed, paid, short, refunded), when: bounce, then: evs(bouncedCancel)},
+		{name: "not due for an order never placed", when: bounce, wantErr: domain.ErrStepNotDue},
+		{name: "not due before payment", given: evs(placed), when: bounce, wantErr: domain.ErrStepNotDue},
+		{name: "not due before reservation", given: evs(placed, paid), when: bounce, wantErr: domain.ErrStepNotDue},
+		{name: "not due before refund", given: evs(placed, paid, short), when: bounce, wantErr: domain.ErrStepNotDue},
+		{name: "not due once sent", given: evs(placed, paid, reserved, confirmed), when: bounce, wantErr: domain.ErrStepNotDue},
+		{name: "not due twice", given: evs(placed, paid, reserved, bounced), when: bounce, wantErr: domain.ErrStepNotDue},
+	})
+}
+
+// The reply is the mail server's text: whatever it holds, the event carries one bounded line
+// of printable, valid UTF-8.
+func TestRecordEmailFailureBoundsTheReply(t *testing.T) {
+	tests := []struct{ name, reply, want string }{
+		{"multi-line reply", "RCPT TO: 550-5.1.1 first line\r\n550 5.1.1 second\tline", "RCPT TO: 550-5.1.1 first line 550 5.1.1 second line"},
+		{"control and format characters", "550 \x00bad\x1b[31m \u202emailbox\u200b", "550 bad [31m mailbox"},
+		{"invalid UTF-8", "550 caf\xe9 \xff", "550 caf"},
+		{"unicode text kept", "550 Postfach unbekannt – ß", "550 Postfach unbekannt – ß"},
+		{"long reply cut", "550 " + strings.Repeat("é", 2*domain.MaxReasonLen), "550 " + strings.Repeat("é", domain.MaxReasonLen-5) + "…"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := given(placed, paid, reserved).RecordEmailFailure("ann@example.com", tc.reply)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reply := got[0].(domain.EmailFailed).Reply
+			if reply != tc.want {
+				t.Errorf("reply = %q, want %q", reply, tc.want)
+			}
+			if n := utf8.RuneCountInString(reply); n > domain.MaxReasonLen || !utf8.ValidString(reply) {
+				t.Errorf("reply is %d runes (valid UTF-8: %v), want at most %d", n, utf8.ValidString(reply), domain.MaxReasonLen)
+			}
+		})
+	}
 }
 
 // TestState checks what every reachable history says about the order: the next step, the
@@ -174,6 +225,9 @@ func TestState(t *testing.T) {
 		{"refunded, notified", evs(placed, paid, short, refunded, cancelNotice), domain.StepNone, domain.StatusCancelled, true, domain.TemplateCancelled},
 		{"seed placed", evs(seedPlaced), domain.StepPayment, domain.StatusPending, false, domain.TemplateConfirmation},
 		{"seed completed", evs(seedPlaced, paid, domain.InventoryReserved{}, seedConfirmed), domain.StepNone, domain.StatusCompleted, true, domain.TemplateConfirmation},
+		{"confirmation refused", evs(placed, paid, reserved, bounced), domain.StepNone, domain.StatusCompleted, true, domain.TemplateConfirmation},
+		{"payment failed, notice refused", evs(placed, declined, bouncedFailed), domain.StepNone, domain.StatusPaymentFailed, true, domain.TemplatePaymentFailed},
+		{"refunded, notice refused", evs(placed, paid, short, refunded, bouncedCancel), domain.StepNone, domain.StatusCancelled, true, domain.TemplateCancelled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -222,6 +276,12 @@ func TestPaths(t *testing.T) {
 			[]string{domain.TypeOrderPlaced, domain.TypePaymentCompleted, domain.TypeInventoryReservationFailed, domain.TypePaymentRefunded, domain.TypeEmailSent}},
 		{"seed order", domain.Placement{CustomerName: "Seed"}, []command{payApproved, reserveShort, email}, domain.StatusCompleted,
 			[]string{domain.TypeOrderPlaced, domain.TypePaymentCompleted, domain.TypeInventoryReserved, domain.TypeEmailSent}},
+		{"completed, confirmation refused", placement(), []command{payApproved, reserveOK, bounce}, domain.StatusCompleted,
+			[]string{domain.TypeOrderPlaced, domain.TypePaymentCompleted, domain.TypeInventoryReserved, domain.TypeEmailFailed}},
+		{"payment failed, notice refused", placement(), []command{payDeclined, bounce}, domain.StatusPaymentFailed,
+			[]string{domain.TypeOrderPlaced, domain.TypePaymentFailed, domain.TypeEmailFailed}},
+		{"cancelled, notice refused", placement(), []command{payApproved, reserveShort, refund, bounce}, domain.StatusCancelled,
+			[]string{domain.TypeOrderPlaced, domain.TypePaymentCompleted, domain.TypeInventoryReservationFailed, domain.TypePaymentRefunded, domain.TypeEmailFailed}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -255,7 +315,7 @@ func TestPaths(t *testing.T) {
 				t.Errorf("ended %q (terminal %v, next %q), want %q, terminal, nothing next",
 					live.Status(), live.Terminal(), live.NextStep(), tc.wantStatus)
 			}
-			for i, step := range append([]command{payApproved, payDeclined, reserveOK, reserveShort, refund, email}, tc.steps...) {
+			for i, step := range append([]command{payApproved, payDeclined, reserveOK, reserveShort, refund, email, bounce}, tc.steps...) {
 				if events, err := step(live); !errors.Is(err, domain.ErrStepNotDue) || events != nil {
 					t.Errorf("command %d on a finished order = %v, %v; want ErrStepNotDue", i, events, err)
 				}

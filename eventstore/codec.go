@@ -21,6 +21,18 @@ var schemas = map[string]struct {
 	domain.TypeInventoryReservationFailed: {1, decodeAs[domain.InventoryReservationFailed]},
 	domain.TypePaymentRefunded:            {1, decodeAs[domain.PaymentRefunded]},
 	domain.TypeEmailSent:                  {1, decodeAs[domain.EmailSent]},
+	domain.TypeEmailFailed:                {1, decodeAs[domain.EmailFailed]},
+}
+
+// SchemaVersions returns, for every event type this release knows, the schema version it
+// writes: the one list of event types that readers outside the store (a replay's own
+// decoder, the replay benchmark's generator) derive theirs from.
+func SchemaVersions() map[string]int {
+	out := make(map[string]int, len(schemas))
+	for typ, s := range schemas {
+		out[typ] = s.version
+	}
+	return out
 }
 
 // upcasters turn a payload of (type, version) into the payload of (type, version+1).

@@ -232,7 +232,7 @@ func orderView(r projections.OrderRow, stuck *deadletter.Letter) map[string]any 
 	v := map[string]any{
 		"order_id": r.OrderID, "customer_name": r.CustomerName, "order_status": r.OrderStatus,
 		"payment_status": r.PaymentStatus, "inventory_status": r.InventoryStatus, "email_sent": r.EmailSent,
-		"customer_email": r.CustomerEmail, "items": r.Items, "total_cents": r.TotalCents,
+		"email_failed": r.EmailFailed, "customer_email": r.CustomerEmail, "items": r.Items, "total_cents": r.TotalCents,
 		"failure_reason": r.FailureReason, "version": r.Version,
 		"placed_at": r.PlacedAt, "updated_at": r.UpdatedAt,
 		"links": map[string]string{"events": fmt.Sprintf("/orders/%d/events", r.OrderID)},

@@ -92,6 +92,7 @@ type dashboardOrder struct {
 	PaymentStatus   string         `json:"paymentStatus"`
 	InventoryStatus string         `json:"inventoryStatus"`
 	EmailSent       bool           `json:"emailSent"`
+	EmailFailed     bool           `json:"emailFailed"` // the mail server refused the email for good
 	Items           []domain.Item  `json:"items"`
 	TotalCents      int64          `json:"totalCents"`
 	FailureReason   string         `json:"failureReason,omitempty"`
@@ -128,7 +129,7 @@ func (d *Dashboard) orders(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	query := `SELECT o.order_id, COALESCE(o.customer_name, ''), COALESCE(o.customer_email, ''), COALESCE(o.order_status, ''),
-		COALESCE(o.payment_status, ''), COALESCE(o.inventory_status, ''), COALESCE(o.email_sent, FALSE), o.items, o.total_cents,
+		COALESCE(o.payment_status, ''), COALESCE(o.inventory_status, ''), COALESCE(o.email_sent, FALSE), o.email_failed, o.items, o.total_cents,
 		COALESCE(o.failure_reason, ''), o.version, o.placed_at, o.updated_at,
 		(SELECT dl.reason FROM dead_letters dl WHERE dl.order_id = o.order_id AND dl.version = o.version ORDER BY dl.id DESC LIMIT 1)
 		FROM orders o WHERE (? = '' OR o.order_status = ?) AND (? = 0 OR o.order_id < ?) ORDER BY o.order_id DESC LIMIT ?`
@@ -145,7 +146,7 @@ func (d *Dashboard) orders(w http.ResponseWriter, r *http.Request) {
 		var items []byte
 		var stuck sql.NullString
 		if err := rows.Scan(&o.OrderID, &o.CustomerName, &o.CustomerEmail, &o.OrderStatus, &o.PaymentStatus, &o.InventoryStatus,
-			&o.EmailSent, &items, &o.TotalCents, &o.FailureReason, &o.Version, &o.PlacedAt, &o.UpdatedAt, &stuck); err != nil {
+			&o.EmailSent, &o.EmailFailed, &items, &o.TotalCents, &o.FailureReason, &o.Version, &o.PlacedAt, &o.UpdatedAt, &stuck); err != nil {
 			d.writeError(w, r, fmt.Errorf("list orders: %w", err))
 			return
 		}

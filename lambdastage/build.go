@@ -31,7 +31,7 @@ type Config struct {
 	// router.Route, the queue each appended event's outbox row is meant for. The function
 	// never sends to SQS itself; the relay does.
 	Queues            queues.Config
-	SMTPAddr          string
+	SMTP              mail.SMTPConfig // the mail server, credentials and TLS (the email stage's)
 	MailFrom          string
 	DeclineAboveCents int64
 }
@@ -70,7 +70,7 @@ func Build(db *sql.DB, cfg Config, log *slog.Logger) (*Function, error) {
 	if err != nil {
 		return nil, err
 	}
-	mailer, err := mail.NewSMTPSender(mail.SMTPConfig{Addr: cfg.SMTPAddr})
+	mailer, err := mail.NewSMTPSender(cfg.SMTP)
 	if err != nil {
 		return nil, fmt.Errorf("SMTP_ADDR: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/mail"
 )
 
 type fakeDead struct {
@@ -99,7 +100,7 @@ func TestBuildRefusesUnknownStage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := Build(db, Config{Stage: "shipping", SMTPAddr: "127.0.0.1:1", MailFrom: "a@b.c"}, slog.Default()); !errors.Is(err, errUnknownStage) {
+	if _, err := Build(db, Config{Stage: "shipping", SMTP: mail.SMTPConfig{Addr: "127.0.0.1:1"}, MailFrom: "a@b.c"}, slog.Default()); !errors.Is(err, errUnknownStage) {
 		t.Errorf("Build with STAGE=shipping: %v, want an unknown-stage error", err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"orderd/internal/mailpit"
 	"orderd/internal/testenv"
 	"orderd/lambdastage"
+	"orderd/mail"
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/projections"
@@ -67,7 +68,7 @@ func newRig(t *testing.T) *rig {
 			t.Fatal(err)
 		}
 		r.urls[stage] = aws.ToString(out.QueueUrl)
-		fn, err := lambdastage.Build(env.DB, lambdastage.Config{Stage: stage, Queues: r.qcfg, SMTPAddr: env.SMTPAddr,
+		fn, err := lambdastage.Build(env.DB, lambdastage.Config{Stage: stage, Queues: r.qcfg, SMTP: mail.SMTPConfig{Addr: env.SMTPAddr},
 			MailFrom: "shop@" + r.domain, DeclineAboveCents: 100000}, log)
 		if err != nil {
 			t.Fatal(err)

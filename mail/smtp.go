@@ -3,11 +3,13 @@ package mail
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/smtp"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -36,10 +38,16 @@ type SMTPConfig struct {
 	Addr string
 	// Timeout bounds one Send, dialling included. Zero means 10 s.
 	Timeout time.Duration
-	// Username and Password, if Username is set, are sent with AUTH PLAIN.
-	// net/smtp refuses to send them over an unencrypted connection to
-	// anything but localhost; STARTTLS is used whenever the server offers it.
+	// Username and Password, set both or neither, log in with AUTH PLAIN
+	// (or LOGIN when the server offers only that), only ever over TLS.
+	// Neither appears in an error or in the config's printed form.
 	Username, Password string
+	// TLS is how the connection is protected (see TLSMode). Empty means
+	// TLSRequired when credentials are set, TLSOpportunistic otherwise.
+	TLS TLSMode
+	// RootCAs verifies the server's certificate; nil means the system's
+	// roots (on Linux, SSL_CERT_FILE and SSL_CERT_DIR can point elsewhere).
+	RootCAs *x509.CertPool
 	// LocalName is the host name sent with EHLO. Empty means "localhost".
 	LocalName string
 	// MaxIdle is how many open connections are kept for reuse between
@@ -60,8 +68,41 @@ func (c SMTPConfig) Validate() error {
 	if c.Timeout < 0 {
 		return fmt.Errorf("smtp config: negative timeout %v", c.Timeout)
 	}
+	if c.TLS != "" && !slices.Contains(TLSModes, c.TLS) {
+		return fmt.Errorf("smtp config: TLS mode %q: want one of %v", c.TLS, TLSModes)
+	}
+	if (c.Username == "") != (c.Password == "") {
+		return errors.New("smtp config: set both the username and the password, or neither")
+	}
+	if c.Password != "" && c.TLS == TLSOff {
+		return errors.New("smtp config: credentials are only ever sent over TLS, and TLS is off")
+	}
 	return nil
 }
+
+// tlsMode is the mode in force: c.TLS, or its default.
+func (c SMTPConfig) tlsMode() TLSMode {
+	switch {
+	case c.TLS != "":
+		return c.TLS
+	case c.Username != "":
+		return TLSRequired
+	}
+	return TLSOpportunistic
+}
+
+// String shows the configuration with the password masked, so that printing
+// it (%v, %+v) cannot leak it.
+func (c SMTPConfig) String() string {
+	if c.Password != "" {
+		c.Password = "********"
+	}
+	type plain SMTPConfig // without the String method
+	return fmt.Sprintf("%+v", plain(c))
+}
+
+// GoString masks the password from %#v as String does from %v.
+func (c SMTPConfig) GoString() string { return "mail.SMTPConfig" + c.String() }
 
 // SMTPSender sends messages over SMTP, keeping a few connections open for
 // reuse. It is safe for concurrent use; concurrent sends use separate
@@ -69,6 +110,7 @@ func (c SMTPConfig) Validate() error {
 type SMTPSender struct {
 	cfg    SMTPConfig
 	host   string // for TLS verification and net/smtp's PLAIN auth check
+	tls    *tls.Config
 	dialer net.Dialer
 
 	mu     sync.Mutex
@@ -100,8 +142,12 @@ func NewSMTPSender(cfg SMTPConfig) (*SMTPSender, error) {
 	if cfg.MaxIdle == 0 {
 		cfg.MaxIdle = defaultMaxIdle
 	}
+	cfg.TLS = cfg.tlsMode()
 	host, _, _ := net.SplitHostPort(cfg.Addr)
-	return &SMTPSender{cfg: cfg, host: host}, nil
+	// TLS 1.2 at least: what every maintained mail server speaks, and what
+	// RFC 8996 leaves after deprecating 1.0 and 1.1.
+	tc := &tls.Config{ServerName: host, RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
+	return &SMTPSender{cfg: cfg, host: host, tls: tc}, nil
 }
 
 // Send delivers m, taking at most the configured Timeout (less if ctx ends
@@ -227,7 +273,14 @@ func (s *SMTPSender) put(sc *smtpConn) {
 
 // dial opens and sets up a new session.
 func (s *SMTPSender) dial(ctx context.Context) (*smtpConn, func() bool, error) {
-	nc, err := s.dialer.DialContext(ctx, "tcp", s.cfg.Addr)
+	var nc net.Conn
+	var err error
+	if s.cfg.TLS == TLSImplicit {
+		d := tls.Dialer{NetDialer: &s.dialer, Config: s.tls}
+		nc, err = d.DialContext(ctx, "tcp", s.cfg.Addr)
+	} else {
+		nc, err = s.dialer.DialContext(ctx, "tcp", s.cfg.Addr)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -241,8 +294,9 @@ func (s *SMTPSender) dial(ctx context.Context) (*smtpConn, func() bool, error) {
 	return &smtpConn{nc: nc, c: c}, release, nil
 }
 
-// handshake reads the greeting, says EHLO, upgrades to TLS when offered and
-// authenticates when configured.
+// handshake reads the greeting, says EHLO, upgrades to TLS as the mode says
+// and authenticates when configured. Its errors are about the server or our
+// configuration, never about a message, so none is permanent.
 func (s *SMTPSender) handshake(nc net.Conn) (*smtp.Client, error) {
 	c, err := smtp.NewClient(nc, s.host)
 	if err != nil {
@@ -251,23 +305,33 @@ func (s *SMTPSender) handshake(nc net.Conn) (*smtp.Client, error) {
 	if err := c.Hello(s.cfg.LocalName); err != nil {
 		return nil, fmt.Errorf("EHLO: %w", err)
 	}
-	if ok, _ := c.Extension("STARTTLS"); ok {
-		if err := c.StartTLS(&tls.Config{ServerName: s.host}); err != nil {
-			return nil, fmt.Errorf("STARTTLS: %w", err)
+	if s.cfg.TLS == TLSRequired || s.cfg.TLS == TLSOpportunistic {
+		switch ok, _ := c.Extension("STARTTLS"); {
+		case ok:
+			// StartTLS says EHLO again: what the server offered before
+			// the upgrade (AUTH among it) is forgotten.
+			if err := c.StartTLS(s.tls); err != nil {
+				return nil, fmt.Errorf("STARTTLS: %w", err)
+			}
+		case s.cfg.TLS == TLSRequired:
+			return nil, errors.New("STARTTLS: TLS is required but the server does not offer STARTTLS")
 		}
 	}
 	if s.cfg.Username != "" {
-		if err := c.Auth(smtp.PlainAuth("", s.cfg.Username, s.cfg.Password, s.host)); err != nil {
-			return nil, fmt.Errorf("AUTH: %w", err)
+		if err := authenticate(c, s.host, s.cfg.Username, s.cfg.Password); err != nil {
+			return nil, err
 		}
 	}
 	return c, nil
 }
 
+// stepMail names the MAIL FROM step in errors; rejected judges its replies apart.
+const stepMail = "MAIL FROM"
+
 // deliver runs MAIL, RCPT and DATA for one message.
 func deliver(sc *smtpConn, env envelope, raw []byte) error {
 	if err := sc.c.Mail(env.from); err != nil {
-		return rejected("MAIL FROM", err)
+		return rejected(stepMail, err)
 	}
 	if err := sc.c.Rcpt(env.to); err != nil {
 		return rejected("RCPT TO", err)

@@ -2,13 +2,18 @@ package mail
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/textproto"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"orderd/internal/testenv"
 )
 
 // fakeSMTP is a scripted SMTP server for exercising SMTPSender's protocol
@@ -18,19 +23,25 @@ type fakeSMTP struct {
 
 	// Replies, each a full reply line such as "250 ok". Empty means
 	// success.
-	rcptReply, dataReply string
+	mailReply, rcptReply, dataReply string
 	// dropAfterMessage closes each connection after accepting one message,
 	// as a server with an idle timeout would later on.
 	dropAfterMessage bool
 	// silent accepts connections but never greets, like a hung server.
 	silent bool
+	// tls, if set, makes the server speak TLS from the first byte (SMTPS).
+	tls *tls.Config
+	// auth is what EHLO advertises after "AUTH " (e.g. "LOGIN"); AUTH LOGIN
+	// accepts user "shop" with password "s3cret" and records what it got.
+	auth string
 
-	mu    sync.Mutex
-	conns int      // connections accepted
-	data  []string // message bodies received
-	quits int      // QUIT commands received
-	open  []net.Conn
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	conns  int      // connections accepted
+	logins []string // "user:password" of each AUTH LOGIN, decoded
+	data   []string // message bodies received
+	quits  int      // QUIT commands received
+	open   []net.Conn
+	wg     sync.WaitGroup
 }
 
 func startFakeSMTP(t *testing.T, f *fakeSMTP) *fakeSMTP {
@@ -38,6 +49,9 @@ func startFakeSMTP(t *testing.T, f *fakeSMTP) *fakeSMTP {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
+	}
+	if f.tls != nil {
+		ln = tls.NewListener(ln, f.tls)
 	}
 	f.ln = ln
 	f.wg.Add(1)
@@ -95,8 +109,36 @@ func (f *fakeSMTP) serve(c *textproto.Conn) {
 		switch verb {
 		case "EHLO":
 			_ = c.PrintfLine("250-fake")
+			if f.auth != "" {
+				_ = c.PrintfLine("250-AUTH %s", f.auth)
+			}
 			_ = c.PrintfLine("250 8BITMIME")
-		case "MAIL", "RSET", "NOOP":
+		case "AUTH":
+			if !strings.EqualFold(line, "AUTH LOGIN") {
+				reply("504 5.5.4 unrecognized authentication type", "")
+				continue
+			}
+			var got []string
+			for _, prompt := range []string{"VXNlcm5hbWU6", "UGFzc3dvcmQ6"} { // "Username:", "Password:"
+				_ = c.PrintfLine("334 %s", prompt)
+				line, err := c.ReadLine()
+				if err != nil {
+					return
+				}
+				b, _ := base64.StdEncoding.DecodeString(line)
+				got = append(got, string(b))
+			}
+			f.mu.Lock()
+			f.logins = append(f.logins, strings.Join(got, ":"))
+			f.mu.Unlock()
+			if got[0] == "shop" && got[1] == "s3cret" {
+				reply("235 2.7.0 ok", "")
+			} else {
+				reply("535 5.7.8 bad credentials", "")
+			}
+		case "MAIL":
+			reply(f.mailReply, "250 ok")
+		case "RSET", "NOOP":
 			reply("250 ok", "")
 		case "RCPT":
 			reply(f.rcptReply, "250 ok")
@@ -216,21 +258,32 @@ func TestSMTPSenderReplacesDroppedConnection(t *testing.T) {
 	}
 }
 
+// Only a refusal of this message is permanent (it ends the order without its email); a
+// refusal of us, the sender, would refuse every order's email alike and stays transient.
 func TestSMTPSenderClassifiesReplies(t *testing.T) {
 	tests := []struct {
 		name      string
 		srv       *fakeSMTP
 		permanent bool
+		reply     string // Reply(err) when permanent
 	}{
-		{"unknown recipient", &fakeSMTP{rcptReply: "550 5.1.1 no such user"}, true},
-		{"mailbox busy", &fakeSMTP{rcptReply: "450 4.2.1 try later"}, false},
-		{"content rejected", &fakeSMTP{dataReply: "554 5.7.1 spam"}, true},
-		{"server shutting down", &fakeSMTP{dataReply: "421 4.3.2 shutting down"}, false},
+		{"unknown recipient", &fakeSMTP{rcptReply: "550 5.1.1 no such user"}, true, "RCPT TO: 550 5.1.1 no such user"},
+		{"mailbox unavailable, no enhanced code", &fakeSMTP{rcptReply: "550 mailbox unavailable"}, true, "RCPT TO: 550 mailbox unavailable"},
+		{"recipient domain refused", &fakeSMTP{rcptReply: "554 5.1.2 domain not found"}, true, "RCPT TO: 554 5.1.2 domain not found"},
+		{"recipient syntax", &fakeSMTP{rcptReply: "501 5.5.4 invalid TO parameter"}, true, "RCPT TO: 501 5.5.4 invalid TO parameter"},
+		{"message too big", &fakeSMTP{dataReply: "552 5.3.4 message too big"}, true, "end of DATA: 552 5.3.4 message too big"},
+		{"mailbox busy", &fakeSMTP{rcptReply: "450 4.2.1 try later"}, false, ""},
+		{"server shutting down", &fakeSMTP{dataReply: "421 4.3.2 shutting down"}, false, ""},
+		{"relay access denied", &fakeSMTP{rcptReply: "554 5.7.1 <buyer@example.com>: Relay access denied"}, false, ""},
+		{"authentication required", &fakeSMTP{rcptReply: "530 5.7.0 Authentication required"}, false, ""},
+		{"content refused by policy", &fakeSMTP{dataReply: "554 5.7.1 spam"}, false, ""},
+		{"sender refused", &fakeSMTP{mailReply: "553 5.1.8 sender domain does not exist"}, false, ""},
+		{"sender refused, no enhanced code", &fakeSMTP{mailReply: "550 not allowed"}, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := startFakeSMTP(t, tt.srv)
-			s := newTestSender(t, SMTPConfig{Addr: srv.addr()})
+			s := newTestSender(t, SMTPConfig{Addr: srv.addr(), TLS: TLSOff})
 			err := s.Send(context.Background(), validMessage())
 			if err == nil {
 				t.Fatal("Send succeeded, want error")
@@ -240,6 +293,9 @@ func TestSMTPSenderClassifiesReplies(t *testing.T) {
 			}
 			if got := IsPermanent(err); got != tt.permanent {
 				t.Errorf("IsPermanent(%q) = %v, want %v", err, got, tt.permanent)
+			}
+			if got := Reply(err); got != tt.reply {
+				t.Errorf("Reply(%q) = %q, want %q", err, got, tt.reply)
 			}
 		})
 	}
@@ -338,5 +394,31 @@ func TestSMTPSenderDotStuffing(t *testing.T) {
 	_, body, _ := strings.Cut(srv.message(0), "\r\n\r\n")
 	if want := "first\r\n.\r\n..two dots\r\nlast\r\n"; body != want {
 		t.Errorf("server received body %q, want %q", body, want)
+	}
+}
+
+// TestSMTPSenderLoginAuth logs in with LOGIN when the server offers only that (Mailpit offers
+// PLAIN too, and PLAIN is preferred), over implicit TLS verified against the test's CA.
+func TestSMTPSenderLoginAuth(t *testing.T) {
+	ca := testenv.NewCA(t)
+	certFile, keyFile := ca.Issue(t, "127.0.0.1")
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startFakeSMTP(t, &fakeSMTP{tls: &tls.Config{Certificates: []tls.Certificate{cert}}, auth: "LOGIN"})
+	s := newTestSender(t, SMTPConfig{Addr: srv.addr(), TLS: TLSImplicit, Username: "shop", Password: "s3cret", RootCAs: ca.Pool})
+	if err := s.Send(context.Background(), validMessage()); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	bad := newTestSender(t, SMTPConfig{Addr: srv.addr(), TLS: TLSImplicit, Username: "shop", Password: "wrong", RootCAs: ca.Pool})
+	err = bad.Send(context.Background(), validMessage())
+	if err == nil || IsPermanent(err) || !strings.Contains(err.Error(), "AUTH: 535") || strings.Contains(err.Error(), "wrong") {
+		t.Errorf("Send with a wrong password: %v, want a transient AUTH error without the password", err)
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if want := []string{"shop:s3cret", "shop:wrong"}; !slices.Equal(srv.logins, want) || len(srv.data) != 1 {
+		t.Errorf("server saw logins %q and %d messages, want %q and 1", srv.logins, len(srv.data), want)
 	}
 }

@@ -92,6 +92,11 @@ func (s *Stages) Inventory(ctx context.Context, trigger eventstore.Record) error
 // Email tells the customer how their order ended. The mail goes out before EmailSent is
 // appended, so a crash in between sends it again: at least once, with a Message-ID derived
 // from the order's stream and version so the copies are recognisably the same email.
+//
+// A message the mail server refuses for good (an unknown mailbox, a refused domain) ends the
+// step with EmailFailed and the server's reply: retrying cannot help, and dead-lettering it
+// would leave a paid order pending for ever, beyond the reach of a re-drive. Anything else
+// (the server down, a 4xx, our own credentials refused) is retried.
 func (s *Stages) Email(ctx context.Context, trigger eventstore.Record) error {
 	return s.run(ctx, "email", trigger, emailTriggers, false, func(ctx context.Context, _ eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 		if o.NextStep() != domain.StepEmail {
@@ -100,7 +105,9 @@ func (s *Stages) Email(ctx context.Context, trigger eventstore.Record) error {
 		m := s.compose(o)
 		if err := s.mailer.Send(ctx, m); err != nil {
 			if mail.IsPermanent(err) {
-				return nil, domain.Invalid("email", "rejected by the mail server: %v", err)
+				s.log.WarnContext(ctx, "the mail server refused the email for good; the order ends without it",
+					"order_id", o.ID(), "template", o.EmailTemplate(), "correlation_id", trigger.Metadata.CorrelationID)
+				return o.RecordEmailFailure(m.To, mail.Reply(err))
 			}
 			return nil, domain.Unavailable("send email: %v", err)
 		}

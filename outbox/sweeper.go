@@ -104,9 +104,11 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(CONCAT(?, SHA1(DATABASE())))`, sweepLock) //nolint:errcheck // released on close too
 
 	cutoff := s.now().UTC().Add(-s.cfg.StuckAfter)
+	// Unfinished: pending, or the email step still due (not sent, and not refused for good by
+	// the mail server, which ends the order too).
 	rows, err := conn.QueryContext(ctx, `SELECT o.order_id FROM orders o
 		LEFT JOIN order_redrives r ON r.order_id = o.order_id
-		WHERE (o.order_status = ? OR o.email_sent = 0) AND o.updated_at < ? AND (r.redriven_at IS NULL OR r.redriven_at < ?)
+		WHERE (o.order_status = ? OR (o.email_sent = 0 AND o.email_failed = 0)) AND o.updated_at < ? AND (r.redriven_at IS NULL OR r.redriven_at < ?)
 		  AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.order_id = o.order_id AND d.version = o.version)
 		ORDER BY o.updated_at LIMIT ?`,
 		domain.StatusPending, cutoff, cutoff, s.cfg.Batch)

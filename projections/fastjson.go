@@ -62,6 +62,12 @@ func parseReason[T domain.PaymentFailed | domain.InventoryReservationFailed](s *
 	return T{Reason: reason}, ok
 }
 
+func parseEmailFailed(s *jsonScan) (e domain.EmailFailed, ok bool) {
+	ok = s.lit(`{"to":`) && s.str(&e.To) && s.lit(`,"template":`) && s.str(&e.Template) &&
+		s.lit(`,"reply":`) && s.str(&e.Reply) && s.lit(`}`)
+	return e, ok
+}
+
 // jsonScan walks a JSON text that is expected to be in encoding/json's canonical shape.
 type jsonScan struct {
 	b []byte

@@ -20,6 +20,7 @@ func FuzzFastPayloads(f *testing.F) {
 		domain.OrderPlaced{},
 		domain.PaymentFailed{Reason: "card declined\t"},
 		domain.InventoryReservationFailed{Reason: "out of stock: 😀"},
+		domain.EmailFailed{To: "a@b.example", Template: domain.TemplateConfirmation, Reply: "RCPT TO: 550 5.1.1 <a@b.example>: no such user"},
 	} {
 		b, _ := json.Marshal(e)
 		f.Add(b)
@@ -33,6 +34,7 @@ func FuzzFastPayloads(f *testing.F) {
 		check(t, b, parseOrderPlaced)
 		check(t, b, parseReason[domain.PaymentFailed])
 		check(t, b, parseReason[domain.InventoryReservationFailed])
+		check(t, b, parseEmailFailed)
 	})
 }
 

@@ -19,7 +19,7 @@ var (
 	chunkPositions int64 = 16384 // positions per read; one read per chunk
 	readers              = 2     // connections reading chunks in parallel
 	writers              = 2     // connections writing rows in parallel
-	writeBatch           = 2000  // rows per INSERT (catch-up, refolds); 14 placeholders each
+	writeBatch           = 2000  // rows per INSERT (catch-up, refolds); orderColumnCount placeholders each
 	loadBatch            = 5000  // rows per LOAD DATA: fewer, bigger loads cost the server less
 	maxOpen              = 50000 // orders held in memory while their stream is unfinished
 )
@@ -164,7 +164,7 @@ func (f *folder) apply(rec eventstore.Record) error {
 func (r *OrderRow) settled() bool {
 	switch r.OrderStatus {
 	case domain.StatusCompleted, domain.StatusPaymentFailed, domain.StatusCancelled:
-		return r.EmailSent
+		return r.EmailSent || r.EmailFailed
 	}
 	return false
 }

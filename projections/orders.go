@@ -28,6 +28,7 @@ type OrderRow struct {
 	PaymentStatus   string         `json:"paymentStatus"`
 	InventoryStatus string         `json:"inventoryStatus"`
 	EmailSent       bool           `json:"emailSent"`
+	EmailFailed     bool           `json:"emailFailed"` // the mail server refused the notification for good
 	CustomerEmail   string         `json:"customerEmail,omitempty"`
 	Items           []domain.Item  `json:"items"`
 	TotalCents      int64          `json:"totalCents"`
@@ -62,6 +63,18 @@ func (r *OrderRow) Apply(rec eventstore.Record) {
 		if r.OrderStatus == domain.StatusPending {
 			r.OrderStatus = domain.StatusCompleted
 		}
+	case domain.EmailFailed:
+		// The order keeps its outcome (a pending one here is paid and reserved); the reason
+		// says what the customer was not told and why, after the outcome's own reason.
+		r.EmailFailed = true
+		if r.OrderStatus == domain.StatusPending {
+			r.OrderStatus = domain.StatusCompleted
+		}
+		reason := "email not delivered: " + e.Reply
+		if r.FailureReason != "" {
+			reason = r.FailureReason + "; " + reason
+		}
+		r.FailureReason = reason
 	}
 }
 
@@ -79,9 +92,12 @@ const OrdersTable = "orders"
 
 // orderColumns lists the table's columns in the order values() writes them.
 const orderColumns = `order_id, customer_name, order_status, payment_status, inventory_status, email_sent,
-	customer_email, items, total_cents, failure_reason, version, last_position, placed_at, updated_at`
+	email_failed, customer_email, items, total_cents, failure_reason, version, last_position, placed_at, updated_at`
 
-const orderPlaceholders = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+const orderPlaceholders = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// orderColumnCount is how many values a row writes.
+const orderColumnCount = 15
 
 func (r OrderRow) values() ([]any, error) {
 	items := r.Items
@@ -93,7 +109,7 @@ func (r OrderRow) values() ([]any, error) {
 		return nil, fmt.Errorf("encode items of order %d: %w", r.OrderID, err)
 	}
 	return []any{r.OrderID, r.CustomerName, r.OrderStatus, r.PaymentStatus, r.InventoryStatus, r.EmailSent,
-		nullable(r.CustomerEmail), string(b), r.TotalCents, nullable(r.FailureReason), r.Version, r.LastPosition,
+		r.EmailFailed, nullable(r.CustomerEmail), string(b), r.TotalCents, nullable(r.FailureReason), r.Version, r.LastPosition,
 		r.PlacedAt, r.UpdatedAt}, nil
 }
 
@@ -117,7 +133,7 @@ func upsertSQL(table string, rows int) string {
 	}
 	b.WriteString(` ON DUPLICATE KEY UPDATE customer_name = VALUES(customer_name), order_status = VALUES(order_status),
 		payment_status = VALUES(payment_status), inventory_status = VALUES(inventory_status), email_sent = VALUES(email_sent),
-		customer_email = VALUES(customer_email), items = VALUES(items), total_cents = VALUES(total_cents),
+		email_failed = VALUES(email_failed), customer_email = VALUES(customer_email), items = VALUES(items), total_cents = VALUES(total_cents),
 		failure_reason = VALUES(failure_reason), version = VALUES(version), last_position = VALUES(last_position),
 		placed_at = VALUES(placed_at), updated_at = VALUES(updated_at)`)
 	return b.String()
@@ -132,7 +148,7 @@ func writeRows(ctx context.Context, db execer, table string, rows []OrderRow) er
 	if len(rows) == 0 {
 		return nil
 	}
-	args := make([]any, 0, len(rows)*14)
+	args := make([]any, 0, len(rows)*orderColumnCount)
 	for _, r := range rows {
 		v, err := r.values()
 		if err != nil {
@@ -192,7 +208,7 @@ func scanRow(s scanner) (OrderRow, error) {
 	var email, reason sql.NullString
 	var items []byte
 	err := s.Scan(&r.OrderID, &r.CustomerName, &r.OrderStatus, &r.PaymentStatus, &r.InventoryStatus, &r.EmailSent,
-		&email, &items, &r.TotalCents, &reason, &r.Version, &r.LastPosition, &r.PlacedAt, &r.UpdatedAt)
+		&r.EmailFailed, &email, &items, &r.TotalCents, &reason, &r.Version, &r.LastPosition, &r.PlacedAt, &r.UpdatedAt)
 	if err != nil {
 		return OrderRow{}, err
 	}

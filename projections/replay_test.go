@@ -261,6 +261,9 @@ var (
 	email  = func(o *domain.Order) ([]domain.Event, error) {
 		return o.RecordEmail(o.CustomerEmail(), fmt.Sprintf("<%d@test>", o.ID()))
 	}
+	bounce = func(o *domain.Order) ([]domain.Event, error) {
+		return o.RecordEmailFailure(o.CustomerEmail(), "RCPT TO: 550 5.1.0 Requested action not taken: mailbox unavailable")
+	}
 	txDecide = func(d eventstore.Decide) eventstore.DecideTx {
 		return func(_ context.Context, _ eventstore.Tx, o *domain.Order) ([]domain.Event, error) { return d(o) }
 	}
@@ -397,6 +400,10 @@ func buildShop(t *testing.T, s *eventstore.Store) []domain.OrderID {
 	path(placement("Paid only", mug, book), pay)
 	path(placement("Reserved, not yet emailed", mug), pay, reserve)
 	path(domain.OrderPlaced{CustomerName: "No items field"}, pay, reserve, email) // Items nil
+	// The mail server refused the notification for good, on each path.
+	path(placement("Bounced confirmation", book), pay, reserve, bounce)
+	path(placement("Bounced decline", mug), decline, bounce)
+	path(placement("Bounced cancellation", book), pay, short, refund, bounce)
 	return ids
 }
 
@@ -575,7 +582,7 @@ func TestRebuildDuringConcurrentAppends(t *testing.T) {
 	var firstErr error
 	writerErr := func() error { errMu.Lock(); defer errMu.Unlock(); return firstErr }
 	var wg sync.WaitGroup
-	paths := [][]eventstore.Decide{{pay, reserve, email}, {decline, email}, {pay, short, refund, email}, {pay}}
+	paths := [][]eventstore.Decide{{pay, reserve, email}, {decline, email}, {pay, short, refund, email}, {pay}, {pay, reserve, bounce}}
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
 		go func() {
@@ -723,4 +730,53 @@ func TestLongFailureReasonIsProjected(t *testing.T) {
 	live := tableRows(t, env, projections.OrdersTable)
 	mustRebuild(t, env)
 	compareRows(t, "rebuilt", tableRows(t, env, projections.OrdersTable), live)
+}
+
+// TestEmailFailedIsProjected: an order whose notification the mail server refused keeps its
+// outcome, says why in failure_reason, is not marked emailed, and a rebuild (the bulk fold
+// with its own decoder) writes exactly the row each append wrote.
+func TestEmailFailedIsProjected(t *testing.T) {
+	env := testenv.New(t)
+	s := newStore(t, env.DB)
+	mug := domain.Item{SKU: "SKU-MUG", Quantity: 1, UnitPriceCents: 899}
+	reply := "RCPT TO: 550 5.1.0 Requested action not taken: mailbox unavailable"
+	tests := []struct {
+		steps                      []eventstore.Decide
+		status, payment, inventory string
+		reason                     string
+	}{
+		{[]eventstore.Decide{pay, reserve, bounce}, domain.StatusCompleted, domain.StatusCompleted, domain.StatusCompleted,
+			"email not delivered: " + reply},
+		{[]eventstore.Decide{decline, bounce}, domain.StatusPaymentFailed, domain.StatusFailed, domain.StatusPending,
+			"card declined; email not delivered: " + reply},
+		{[]eventstore.Decide{pay, short, refund, bounce}, domain.StatusCancelled, domain.StatusRefunded, domain.StatusFailed,
+			"out of stock: SKU-MUG; email not delivered: " + reply},
+	}
+	rd, _ := projections.NewReader(env.DB)
+	for i, tc := range tests {
+		id := create(t, s, placement(fmt.Sprintf("Bounced %d", i), mug))
+		for _, d := range tc.steps {
+			step(t, s, id, d)
+		}
+		row, err := rd.Order(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if row.OrderStatus != tc.status || row.PaymentStatus != tc.payment || row.InventoryStatus != tc.inventory ||
+			row.EmailSent || !row.EmailFailed || row.FailureReason != tc.reason {
+			t.Errorf("order %d: status %s/%s/%s, email sent %v, failed %v, reason %q; want %s/%s/%s, not sent, failed, %q",
+				id, row.OrderStatus, row.PaymentStatus, row.InventoryStatus, row.EmailSent, row.EmailFailed, row.FailureReason,
+				tc.status, tc.payment, tc.inventory, tc.reason)
+		}
+		if n := env.Count(t, `SELECT COUNT(*) FROM orders WHERE order_id = ? AND email_failed = 1 AND email_sent = 0`, id); n != 1 {
+			t.Errorf("order %d: the email_failed column does not say so", id)
+		}
+	}
+	checkTableIsFold(t, env, s)
+	live := tableRows(t, env, projections.OrdersTable)
+	mustRebuild(t, env)
+	compareRows(t, "rebuilt", tableRows(t, env, projections.OrdersTable), live)
+	env.MustExec(t, `DELETE FROM orders`)
+	mustRebuild(t, env)
+	compareRows(t, "rebuilt from nothing", tableRows(t, env, projections.OrdersTable), live)
 }

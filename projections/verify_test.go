@@ -50,7 +50,15 @@ var (
 	email  = func(o *domain.Order) ([]domain.Event, error) {
 		return o.RecordEmail(o.CustomerEmail(), fmt.Sprintf("<order-%d@test>", o.ID()))
 	}
-	paths = [][]decision{{pay, reserve, email}, {decline, email}, {pay, short, refund, email}, {pay}, {pay, reserve}, {}}
+	// The mail server refused the notification for good; the reply holds what a server may
+	// write and JSON must escape (so the replay's fast decoder hands it to encoding/json).
+	bounce = func(o *domain.Order) ([]domain.Event, error) {
+		return o.RecordEmailFailure(o.CustomerEmail(), `RCPT TO: 550 5.1.1 <x@y>: "unknown" \ user – ß`)
+	}
+	// An even count keeps the cancelled paths (even indexes) off the seed's orders (every
+	// fourth, odd), which reserve nothing and so cannot be refunded.
+	paths = [][]decision{{pay, reserve, email}, {decline, email}, {pay, short, refund, email}, {pay}, {pay, reserve}, {},
+		{pay, short, refund, bounce}, {decline, bounce}, {pay, reserve, bounce}, {decline}}
 	// Names that LOAD DATA and the SQL escaping must carry unchanged.
 	names = []string{"Zoë 😀", `O'Brien "Q"`, "tab\there", "new\nline", `back\slash`, "<b>&amp;", "plain", "ünïcödé ✓", "\\N"}
 )
@@ -196,7 +204,7 @@ func TestVerifyReportsEveryDifference(t *testing.T) {
 	env.MustExec(t, `DELETE FROM orders WHERE order_id = 3`)
 	env.MustExec(t, `DELETE FROM events WHERE stream_id = 10`) // its row is left without a stream
 	env.MustExec(t, `INSERT INTO orders SELECT 999999, customer_name, order_status, payment_status, inventory_status, email_sent,
-		customer_email, items, total_cents, failure_reason, version, last_position, placed_at, updated_at FROM orders WHERE order_id = 2`)
+		email_failed, customer_email, items, total_cents, failure_reason, version, last_position, placed_at, updated_at FROM orders WHERE order_id = 2`)
 	before := dump(t, env)
 
 	stats, diffs := verify(t, env)
@@ -402,6 +410,7 @@ func TestFastDecodeMatchesEventstore(t *testing.T) {
 		add(domain.InventoryReserved{Items: []domain.Item{{SKU: s, Quantity: 1}}})
 		add(domain.PaymentRefunded{RefundID: s, AmountCents: 7})
 		add(domain.EmailSent{To: s, MessageID: s, Template: s})
+		add(domain.EmailFailed{To: s, Template: s, Reply: s})
 	}
 	for _, raw := range []payload{
 		{typ: domain.TypeOrderPlaced, json: `{"customerName":"a","items":[],"totalCents":0}`},
@@ -425,6 +434,9 @@ func TestFastDecodeMatchesEventstore(t *testing.T) {
 		{typ: domain.TypePaymentFailed, json: `{"reason":7}`},
 		{typ: domain.TypeEmailSent, json: `{"to":"x"}`, schema: 99},
 		{typ: domain.TypeEmailSent, json: `garbage`},
+		{typ: domain.TypeEmailFailed, json: `{"reply":"reordered","to":"x"}`},
+		{typ: domain.TypeEmailFailed, json: `{"to":"x","template":"t","reply":null}`},
+		{typ: domain.TypeEmailFailed, json: `{"to":"x","template":"t","reply":5}`},
 		{typ: "SomethingNew", json: `{}`},
 	} {
 		cases = append(cases, raw)

@@ -117,11 +117,8 @@ func appendLoadRows(dst []byte, rows []*OrderRow) ([]byte, error) {
 		dst = appendField(dst, r.OrderStatus)
 		dst = appendField(dst, r.PaymentStatus)
 		dst = appendField(dst, r.InventoryStatus)
-		if r.EmailSent {
-			dst = append(dst, "\t1"...)
-		} else {
-			dst = append(dst, "\t0"...)
-		}
+		dst = appendBool(dst, r.EmailSent)
+		dst = appendBool(dst, r.EmailFailed)
 		dst = appendNullable(dst, r.CustomerEmail)
 		dst = append(dst, '\t')
 		start := len(dst)
@@ -141,6 +138,13 @@ func appendLoadRows(dst []byte, rows []*OrderRow) ([]byte, error) {
 		dst = append(dst, '\n')
 	}
 	return dst, nil
+}
+
+func appendBool(dst []byte, b bool) []byte {
+	if b {
+		return append(dst, "\t1"...)
+	}
+	return append(dst, "\t0"...)
 }
 
 func appendField(dst []byte, s string) []byte {

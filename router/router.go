@@ -25,7 +25,7 @@ import (
 )
 
 // Route returns the outbox route of the order flow: each event goes to the queue of the stage
-// that acts on it next. EmailSent ends the path and goes nowhere.
+// that acts on it next. EmailSent and EmailFailed end the path and go nowhere.
 func Route(q queues.Config) outbox.Route {
 	byType := map[string]string{
 		domain.TypeOrderPlaced:                q.Name(queues.PaymentQueue),

@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/mail"
+	netmail "net/mail"
+	"slices"
 	"strconv"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"orderd/lambdastage"
+	"orderd/mail"
 	"orderd/queues"
 )
 
@@ -30,6 +32,12 @@ type config struct {
 	MailFrom          string
 	DeclineAboveCents int64
 	MySQLMaxConns     int
+	// The SMTP login, as orderd serve reads it: SMTP_USERNAME and SMTP_PASSWORD for local
+	// runs and tests; in AWS the secret SMTP_SECRET_ARN names ({"username","password"}),
+	// so that no password sits in the function's environment. SMTP_TLS as for orderd.
+	SMTPUsername, SMTPPassword string
+	SMTPSecretARN              string
+	SMTPTLS                    mail.TLSMode
 }
 
 func loadConfig(getenv func(string) string) (config, error) {
@@ -48,6 +56,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 		QueuePrefix: getenv("QUEUE_PREFIX"),
 		SMTPAddr:    get("SMTP_ADDR", "127.0.0.1:1025"),
 		MailFrom:    get("MAIL_FROM", "orders@shop.localhost"),
+
+		SMTPUsername:  getenv("SMTP_USERNAME"),
+		SMTPPassword:  getenv("SMTP_PASSWORD"),
+		SMTPSecretARN: getenv("SMTP_SECRET_ARN"),
+		SMTPTLS:       mail.TLSMode(getenv("SMTP_TLS")),
 	}
 	var err error
 	switch c.Stage {
@@ -65,17 +78,66 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.MySQLMaxConns, err = strconv.Atoi(get("MYSQL_MAX_CONNS", "10")); err != nil || c.MySQLMaxConns < 1 {
 		return c, fmt.Errorf("MYSQL_MAX_CONNS: want a positive integer, got %q", getenv("MYSQL_MAX_CONNS"))
 	}
-	if a, err := mail.ParseAddress(c.MailFrom); err != nil || a.Address != c.MailFrom {
+	if a, err := netmail.ParseAddress(c.MailFrom); err != nil || a.Address != c.MailFrom {
 		return c, fmt.Errorf("MAIL_FROM: must be a plain email address, got %q", c.MailFrom)
+	}
+	if c.SMTPSecretARN != "" && (c.SMTPUsername != "" || c.SMTPPassword != "") {
+		return c, errors.New("SMTP_SECRET_ARN: the login comes from the secret or from SMTP_USERNAME and SMTP_PASSWORD, not both")
+	}
+	if err := checkSMTP(c.smtp(c.SMTPUsername, c.SMTPPassword)); err != nil {
+		return c, err
 	}
 	return c, nil
 }
 
-func (c config) stage() lambdastage.Config {
+// smtp returns the mail server's settings with the given login.
+func (c config) smtp(username, password string) mail.SMTPConfig {
+	return mail.SMTPConfig{Addr: c.SMTPAddr, Username: username, Password: password, TLS: c.SMTPTLS}
+}
+
+// checkSMTP words mail.SMTPConfig's checks by setting; no error shows the password.
+func checkSMTP(sc mail.SMTPConfig) error {
+	switch {
+	case sc.TLS != "" && !slices.Contains(mail.TLSModes, sc.TLS):
+		return fmt.Errorf("SMTP_TLS: must be one of %v, got %q", mail.TLSModes, sc.TLS)
+	case (sc.Username == "") != (sc.Password == ""):
+		return errors.New("SMTP_USERNAME, SMTP_PASSWORD: set both, or neither")
+	case sc.Password != "" && sc.TLS == mail.TLSOff:
+		return errors.New("SMTP_PASSWORD: credentials are only ever sent over TLS; SMTP_TLS=off would send them in plain text")
+	}
+	if err := sc.Validate(); err != nil {
+		return fmt.Errorf("SMTP_ADDR: %v", err)
+	}
+	return nil
+}
+
+// stage returns the stage's configuration, with the SMTP login read from SMTP_SECRET_ARN
+// when it names a secret (only the email stage sends mail, so only it reads the secret).
+func (c config) stage(ctx context.Context, sm secretGetter) (lambdastage.Config, error) {
+	username, password := c.SMTPUsername, c.SMTPPassword
+	if c.SMTPSecretARN != "" && c.Stage == lambdastage.StageEmail {
+		out, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(c.SMTPSecretARN)})
+		if err != nil {
+			return lambdastage.Config{}, fmt.Errorf("read SMTP secret %s: %w", c.SMTPSecretARN, err)
+		}
+		var login struct{ Username, Password string }
+		if err := json.Unmarshal([]byte(aws.ToString(out.SecretString)), &login); err != nil {
+			return lambdastage.Config{}, fmt.Errorf("SMTP secret %s: not JSON: want {\"username\",\"password\"} ({} for a relay that needs no login)", c.SMTPSecretARN)
+		}
+		username, password = login.Username, login.Password
+		if err := checkSMTP(c.smtp(username, password)); err != nil {
+			return lambdastage.Config{}, fmt.Errorf("SMTP secret %s: %w", c.SMTPSecretARN, err)
+		}
+	}
 	return lambdastage.Config{
 		Stage: c.Stage, Queues: queues.Config{Region: c.Region, Prefix: c.QueuePrefix},
-		SMTPAddr: c.SMTPAddr, MailFrom: c.MailFrom, DeclineAboveCents: c.DeclineAboveCents,
-	}
+		SMTP: c.smtp(username, password), MailFrom: c.MailFrom, DeclineAboveCents: c.DeclineAboveCents,
+	}, nil
+}
+
+// needsSecrets reports whether setup must ask Secrets Manager for anything.
+func (c config) needsSecrets() bool {
+	return c.MySQLDSN == "" || (c.SMTPSecretARN != "" && c.Stage == lambdastage.StageEmail)
 }
 
 // secretGetter is the one Secrets Manager call the function makes.

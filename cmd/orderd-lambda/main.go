@@ -41,7 +41,7 @@ func setup(ctx context.Context, getenv func(string) string, log *slog.Logger) (*
 		return nil, err
 	}
 	var sm secretGetter
-	if cfg.MySQLDSN == "" {
+	if cfg.needsSecrets() {
 		awsCfg, err := queues.AWSConfig(ctx, queues.Config{Region: cfg.Region})
 		if err != nil {
 			return nil, err
@@ -61,7 +61,12 @@ func setup(ctx context.Context, getenv func(string) string, log *slog.Logger) (*
 	db.SetMaxIdleConns(cfg.MySQLMaxConns)
 	// A frozen execution environment keeps its sockets; the server may drop them meanwhile.
 	db.SetConnMaxIdleTime(time.Minute)
-	fn, err := lambdastage.Build(db, cfg.stage(), log)
+	stage, err := cfg.stage(ctx, sm)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	fn, err := lambdastage.Build(db, stage, log)
 	if err != nil {
 		db.Close()
 		return nil, err

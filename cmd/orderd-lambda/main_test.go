@@ -52,6 +52,12 @@ func TestLoadConfig(t *testing.T) {
 		{"no database", map[string]string{"STAGE": "inventory"}, "DB_SECRET_ARN"},
 		{"bad limit", map[string]string{"STAGE": "payment", "MYSQL_DSN": "x", "PAYMENT_DECLINE_ABOVE_CENTS": "-1"}, "PAYMENT_DECLINE_ABOVE_CENTS"},
 		{"bad from", map[string]string{"STAGE": "email", "MYSQL_DSN": "x", "MAIL_FROM": "Shop <a@b.c>"}, "MAIL_FROM"},
+		{"smtp login", map[string]string{"STAGE": "email", "MYSQL_DSN": "x", "SMTP_USERNAME": "u", "SMTP_PASSWORD": "p"}, ""},
+		{"smtp password in plain text", map[string]string{"STAGE": "email", "MYSQL_DSN": "x", "SMTP_USERNAME": "u", "SMTP_PASSWORD": "p", "SMTP_TLS": "off"}, "SMTP_PASSWORD"},
+		{"smtp half a login", map[string]string{"STAGE": "email", "MYSQL_DSN": "x", "SMTP_USERNAME": "u"}, "SMTP_USERNAME"},
+		{"smtp bad mode", map[string]string{"STAGE": "email", "MYSQL_DSN": "x", "SMTP_TLS": "yes"}, "SMTP_TLS"},
+		{"smtp login twice", map[string]string{"STAGE": "email", "MYSQL_DSN": "x", "SMTP_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:1:secret:smtp",
+			"SMTP_USERNAME": "u", "SMTP_PASSWORD": "p"}, "SMTP_SECRET_ARN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadConfig(env(tc.env))
@@ -96,6 +102,45 @@ func TestDSNFromSecret(t *testing.T) {
 		if _, err := (config{DBSecretARN: arn}).dsn(context.Background(), &fakeSecrets{value: bad}); err == nil {
 			t.Errorf("secret %q accepted", bad)
 		}
+	}
+}
+
+// TestSMTPLoginFromSecret: in AWS the email function reads its SMTP login from Secrets
+// Manager (so no password sits in its environment); the other stages never ask.
+func TestSMTPLoginFromSecret(t *testing.T) {
+	const arn = "arn:aws:secretsmanager:eu-west-1:1:secret:smtp"
+	base := map[string]string{"STAGE": "email", "MYSQL_DSN": "x", "SMTP_ADDR": "email-smtp.eu-west-1.amazonaws.com:587", "SMTP_SECRET_ARN": arn}
+	cfg, err := loadConfig(env(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm := &fakeSecrets{value: `{"username":"AKIAEXAMPLE","password":"s3cr3t-from-secret"}`}
+	st, err := cfg.stage(context.Background(), sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sm.asked != arn || st.SMTP.Username != "AKIAEXAMPLE" || st.SMTP.Password != "s3cr3t-from-secret" || st.SMTP.Addr != base["SMTP_ADDR"] {
+		t.Errorf("asked %q, SMTP config %v", sm.asked, st.SMTP)
+	}
+	if st, err := cfg.stage(context.Background(), &fakeSecrets{value: `{}`}); err != nil || st.SMTP.Username != "" {
+		t.Errorf("an empty secret (a relay without login): %v, %v", st.SMTP, err)
+	}
+	for _, bad := range []string{"", "not json", `{"username":"u"}`} {
+		_, err := cfg.stage(context.Background(), &fakeSecrets{value: bad})
+		if err == nil {
+			t.Errorf("secret %q accepted", bad)
+		}
+	}
+	base["SMTP_TLS"] = "off"
+	cfg, _ = loadConfig(env(base))
+	if _, err := cfg.stage(context.Background(), &fakeSecrets{value: `{"username":"u","password":"p"}`}); err == nil || !strings.Contains(err.Error(), "SMTP_PASSWORD") {
+		t.Errorf("a secret login with SMTP_TLS=off: %v, want refused", err)
+	}
+	base["STAGE"], base["SMTP_TLS"] = "payment", ""
+	cfg, _ = loadConfig(env(base))
+	other := &fakeSecrets{}
+	if _, err := cfg.stage(context.Background(), other); err != nil || other.asked != "" {
+		t.Errorf("the payment function asked for %q (%v)", other.asked, err)
 	}
 }
 

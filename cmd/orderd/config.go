@@ -1,10 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/mail"
+	netmail "net/mail"
 	"net/url"
 	"runtime/debug"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-sql-driver/mysql"
 
+	"orderd/mail"
 	"orderd/queues"
 )
 
@@ -33,6 +35,7 @@ var allComponents = []string{componentAPI, componentPayment, componentInventory,
 // environment.
 var configKeys = []string{
 	"MYSQL_DSN", "SQS_ENDPOINT", "AWS_REGION", "QUEUE_PREFIX", "HTTP_ADDR", "SMTP_ADDR", "MAIL_FROM",
+	"SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS",
 	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "QUEUE_RECEIVERS", "QUEUE_IN_FLIGHT", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
 	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
 	"READY_MAX_LAG", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -88,6 +91,12 @@ type config struct {
 	HandlerTimeout    time.Duration
 	Retries           int
 	MaxReceiveCount   int
+
+	// SMTPUsername and SMTPPassword log in to the mail server, only ever over TLS; SMTPTLS
+	// says how the connection is protected (empty: required with credentials, else
+	// opportunistic). See mail.SMTPConfig.
+	SMTPUsername, SMTPPassword string
+	SMTPTLS                    mail.TLSMode
 }
 
 // loadConfig reads the configuration from getenv, applying defaults, and validates it. Its
@@ -112,6 +121,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		PprofAddr:       get("PPROF_ADDR", ""),
 		Retries:         3,
 		MaxReceiveCount: 5,
+		SMTPUsername:    get("SMTP_USERNAME", ""),
+		SMTPPassword:    getenv("SMTP_PASSWORD"), // as given: spaces may be part of it
+		SMTPTLS:         mail.TLSMode(get("SMTP_TLS", "")),
 	}
 	if get("GOGC", "") == "" {
 		c.GCPercent = defaultGCPercent
@@ -179,8 +191,11 @@ func (c config) validate() error {
 			return fmt.Errorf("%s: must be host:port, got %q", hp.key, hp.val)
 		}
 	}
-	if a, err := mail.ParseAddress(c.MailFrom); err != nil || a.Address != c.MailFrom {
+	if a, err := netmail.ParseAddress(c.MailFrom); err != nil || a.Address != c.MailFrom {
 		return fmt.Errorf("MAIL_FROM: must be a plain email address, got %q", c.MailFrom)
+	}
+	if err := validateSMTP(c.smtp()); err != nil {
+		return err
 	}
 	for _, p := range c.QueuePrefix {
 		if !(p == '-' || p == '_' || (p >= '0' && p <= '9') || (p >= 'a' && p <= 'z') || (p >= 'A' && p <= 'Z')) {
@@ -194,6 +209,29 @@ func (c config) validate() error {
 		if !slices.Contains(allComponents, comp) {
 			return fmt.Errorf("ORDERD_COMPONENTS: unknown component %q (known: %s)", comp, strings.Join(allComponents, ","))
 		}
+	}
+	return nil
+}
+
+// smtp returns the mail server side of the configuration.
+func (c config) smtp() mail.SMTPConfig {
+	return mail.SMTPConfig{Addr: c.SMTPAddr, Username: c.SMTPUsername, Password: c.SMTPPassword, TLS: c.SMTPTLS}
+}
+
+// validateSMTP checks the SMTP_* settings, naming the offending one; no error shows the
+// password.
+func validateSMTP(c mail.SMTPConfig) error {
+	if c.TLS != "" && !slices.Contains(mail.TLSModes, c.TLS) {
+		return fmt.Errorf("SMTP_TLS: must be one of %v, got %q", mail.TLSModes, c.TLS)
+	}
+	if (c.Username == "") != (c.Password == "") {
+		return errors.New("SMTP_USERNAME, SMTP_PASSWORD: set both, or neither")
+	}
+	if c.Password != "" && c.TLS == mail.TLSOff {
+		return errors.New("SMTP_PASSWORD: credentials are only ever sent over TLS; SMTP_TLS=off would send them in plain text")
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("SMTP_ADDR: %v", err)
 	}
 	return nil
 }

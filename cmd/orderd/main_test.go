@@ -119,7 +119,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 func dumpTable(t *testing.T, env *testenv.Env, table string) []string {
 	t.Helper()
 	return env.Strings(t, `SELECT CONCAT_WS('|', order_id, HEX(customer_name), order_status, payment_status, inventory_status,
-		email_sent, HEX(COALESCE(customer_email, '~')), HEX(items), total_cents, HEX(COALESCE(failure_reason, '~')), version,
+		email_sent, email_failed, HEX(COALESCE(customer_email, '~')), HEX(items), total_cents, HEX(COALESCE(failure_reason, '~')), version,
 		last_position, placed_at, updated_at) FROM `+table+` ORDER BY order_id`)
 }
 

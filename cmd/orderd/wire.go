@@ -212,7 +212,7 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 	if !s.cfg.runs(componentPayment) && !s.cfg.runs(componentInventory) && !s.cfg.runs(componentEmail) {
 		return nil
 	}
-	mailer, err := mail.NewSMTPSender(mail.SMTPConfig{Addr: s.cfg.SMTPAddr})
+	mailer, err := mail.NewSMTPSender(s.cfg.smtp())
 	if err != nil {
 		return fmt.Errorf("SMTP_ADDR: %w", err)
 	}

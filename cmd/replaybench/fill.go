@@ -91,35 +91,11 @@ func newOrder(rng *rand.Rand, id int) *genOrder {
 	return &genOrder{id: id, events: evs, corr: strings.ToUpper(fmt.Sprintf("%026x", rng.Uint64()))}
 }
 
-// schemaVersions asks the event store which schema version it writes for each event type
-// (the "schemaVersion" of a record's wire form), so the generated log is what it would store.
-func schemaVersions() (map[string]int, error) {
-	out := map[string]int{}
-	for _, e := range []domain.Event{domain.OrderPlaced{}, domain.PaymentCompleted{}, domain.PaymentFailed{}, domain.InventoryReserved{},
-		domain.InventoryReservationFailed{}, domain.PaymentRefunded{}, domain.EmailSent{}} {
-		b, err := json.Marshal(eventstore.Record{Type: e.EventType(), Event: e})
-		if err != nil {
-			return nil, err
-		}
-		var w struct {
-			SchemaVersion int `json:"schemaVersion"`
-		}
-		if err := json.Unmarshal(b, &w); err != nil {
-			return nil, err
-		}
-		out[e.EventType()] = w.SchemaVersion
-	}
-	return out, nil
-}
-
 // fill writes a log of about events events (events/4 orders) straight into the events and
 // order_ids tables with multi-row INSERTs on several connections. Memory stays small: only
 // the orders still in flight on the simulated clock are held.
 func fill(ctx context.Context, db *sql.DB, events int, progress func(done int64)) (orders int, written int64, err error) {
-	versions, err := schemaVersions()
-	if err != nil {
-		return 0, 0, err
-	}
+	versions := eventstore.SchemaVersions() // so the generated log is what the store would write
 	orders = max(events/4, 1)
 	rng := rand.New(rand.NewPCG(1, 2)) // the same log every run
 	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)

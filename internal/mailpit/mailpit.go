@@ -3,6 +3,7 @@
 package mailpit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -205,6 +206,38 @@ func (c *Client) WaitFor(ctx context.Context, query string, n int) ([]Summary, e
 		case <-t.C:
 		}
 	}
+}
+
+// ChaosTrigger makes Mailpit's SMTP server answer a step with ErrorCode (400-599) in
+// Probability percent of cases (0 turns it off).
+type ChaosTrigger struct {
+	ErrorCode   int
+	Probability int
+}
+
+// ChaosTriggers are the steps Mailpit's chaos can fail: MAIL FROM (Sender), RCPT TO
+// (Recipient) and AUTH (Authentication).
+type ChaosTriggers struct {
+	Sender, Recipient, Authentication ChaosTrigger
+}
+
+// SetChaos replaces the chaos triggers of a Mailpit started with --enable-chaos, so that a
+// test can make its SMTP server fail as a real one does (a 451 "try again later", say) and
+// then recover.
+func (c *Client) SetChaos(ctx context.Context, triggers ChaosTriggers) error {
+	body, err := json.Marshal(triggers)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+"/api/v1/chaos", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("set mailpit chaos: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if err := c.do(req, nil); err != nil {
+		return fmt.Errorf("set mailpit chaos: %w", err)
+	}
+	return nil
 }
 
 // get fetches path and decodes its JSON answer into v.

@@ -62,6 +62,23 @@ func WaitPort(t testing.TB, addr string, timeout time.Duration) {
 	}
 }
 
+// toolBinary returns the path of a service's binary: $envKey if set, else .bin/name, where
+// scripts/services.sh builds it. Without it the test fails (skips under -short).
+func toolBinary(t testing.TB, name, envKey string) string {
+	t.Helper()
+	bin := os.Getenv(envKey)
+	if bin == "" {
+		bin = filepath.Join(ModuleRoot(t), ".bin", name)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		if testing.Short() {
+			t.Skipf("%s binary not found (%v): skipped in -short mode", name, err)
+		}
+		t.Fatalf("%s binary not found (%v): run the tests with `make test`, which builds it", name, err)
+	}
+	return bin
+}
+
 // Goaws is an SQS emulator of the test's own, so that the test may kill and restart it
 // without disturbing tests that share the one `make test` started.
 type Goaws struct {
@@ -78,16 +95,7 @@ type Goaws struct {
 // comes from GOAWS_BIN (set by `make test`; scripts/services.sh builds it into .bin/).
 func StartGoaws(t testing.TB) *Goaws {
 	t.Helper()
-	bin := os.Getenv("GOAWS_BIN")
-	if bin == "" {
-		bin = filepath.Join(ModuleRoot(t), ".bin", "goaws")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if testing.Short() {
-			t.Skipf("goaws binary not found (%v): skipped in -short mode", err)
-		}
-		t.Fatalf("goaws binary not found (%v): run the tests with `make test`, which builds it", err)
-	}
+	bin := toolBinary(t, "goaws", "GOAWS_BIN")
 	src, err := os.ReadFile(filepath.Join(ModuleRoot(t), "dev", "goaws.yaml"))
 	if err != nil {
 		t.Fatal(err)

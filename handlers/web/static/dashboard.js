@@ -82,7 +82,7 @@ function renderOrders(data) {
       el("td", { class: "num", text: money(o.totalCents) }),
       status,
       el("td", { class: "stages" },
-        stage("payment", o.paymentStatus), stage("inventory", o.inventoryStatus), stage("email", o.emailSent ? "sent" : "pending")),
+        stage("payment", o.paymentStatus), stage("inventory", o.inventoryStatus), stage("email", o.emailSent ? "sent" : o.emailFailed ? "failed" : "pending")),
       el("td", { class: "muted nowrap", text: ago(o.updatedAt), title: new Date(o.updatedAt).toLocaleString() }));
     tr.addEventListener("click", () => openOrder(o.orderId));
     return tr;
@@ -105,7 +105,7 @@ function setFilter(status) {
 // --- one order and its timeline ---------------------------------------------------------
 
 const GOOD = new Set(["PaymentCompleted", "InventoryReserved", "EmailSent"]);
-const BAD = new Set(["PaymentFailed", "InventoryReservationFailed", "PaymentRefunded"]);
+const BAD = new Set(["PaymentFailed", "InventoryReservationFailed", "PaymentRefunded", "EmailFailed"]);
 
 function openOrder(id) {
   state.selected = id;
@@ -133,7 +133,7 @@ async function refreshDetail() {
     cell("placed", new Date(order.placed_at).toLocaleString()),
     cell("payment", badge(order.payment_status)),
     cell("inventory", badge(order.inventory_status)),
-    cell("email sent", order.email_sent ? badge("sent", "yes") : badge("pending", "not yet")),
+    cell("email sent", order.email_sent ? badge("sent", "yes") : order.email_failed ? badge("failed", "refused") : badge("pending", "not yet")),
     cell("version", String(order.version)));
   const stuck = $("#detail-stuck");
   stuck.hidden = !order.stuck;
