@@ -105,6 +105,9 @@ type CreateRequest struct {
 	IdempotencyKey string
 	RequestHash    string
 	Metadata       Metadata
+	// AccessHash is the SHA-256 of the order's capability (nil: none), stored with its id
+	// in the creating transaction (see access.go).
+	AccessHash []byte
 }
 
 // ErrAlreadyCreated is returned, with the existing id, when an idempotency key was used before
