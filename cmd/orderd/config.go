@@ -108,22 +108,21 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return def
 	}
 	c := config{
-		MySQLDSN:       get("MYSQL_DSN", "root@tcp(127.0.0.1:3306)/orderd"),
-		SQSEndpoint:    get("SQS_ENDPOINT", ""),
-		AWSRegion:      get("AWS_REGION", "us-east-1"),
-		QueuePrefix:    get("QUEUE_PREFIX", ""),
-		HTTPAddr:       get("HTTP_ADDR", "127.0.0.1:8080"),
-		SMTPAddr:       get("SMTP_ADDR", "127.0.0.1:1025"),
-		MailFrom:       get("MAIL_FROM", "orders@shop.localhost"),
-		AllowedOrigins: splitList(get("CORS_ALLOWED_ORIGINS", "")),
-		// Read as is, not trimmed: a password may begin or end with a space.
-		OperatorPassword: secret(getenv("OPERATOR_PASSWORD")),
-		Components:       splitList(get("ORDERD_COMPONENTS", strings.Join(allComponents, ","))),
-		PprofAddr:        get("PPROF_ADDR", ""),
-		Retries:          3,
-		MaxReceiveCount:  5,
+		MySQLDSN:        get("MYSQL_DSN", "root@tcp(127.0.0.1:3306)/orderd"),
+		SQSEndpoint:     get("SQS_ENDPOINT", ""),
+		AWSRegion:       get("AWS_REGION", "us-east-1"),
+		QueuePrefix:     get("QUEUE_PREFIX", ""),
+		HTTPAddr:        get("HTTP_ADDR", "127.0.0.1:8080"),
+		SMTPAddr:        get("SMTP_ADDR", "127.0.0.1:1025"),
+		MailFrom:        get("MAIL_FROM", "orders@shop.localhost"),
+		AllowedOrigins:  splitList(get("CORS_ALLOWED_ORIGINS", "")),
+		Components:      splitList(get("ORDERD_COMPONENTS", strings.Join(allComponents, ","))),
+		PprofAddr:       get("PPROF_ADDR", ""),
+		Retries:         3,
+		MaxReceiveCount: 5,
 	}
-	if c.OperatorPassword == "" {
+	// Read as is, not trimmed: a password may begin or end with a space.
+	if c.OperatorPassword = secret(getenv("OPERATOR_PASSWORD")); c.OperatorPassword == "" {
 		c.OperatorPassword, c.OperatorPasswordGenerated = secret(rand.Text()), true
 	}
 	if get("GOGC", "") == "" {
