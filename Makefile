@@ -68,12 +68,12 @@ run: services build
 	env $(ORDERD_ENV) $(BIN) migrate
 	@echo
 	@echo "orderd API:  $(API_URL)"
-	@echo "Dashboard:   $(API_URL)/"
+	@echo "Dashboard:   $(API_URL)/  (user operator, password OPERATOR_PASSWORD; unset, orderd prints one it made)"
 	@echo "Mailpit UI:  $(MAILPIT_URL)"
 	@echo
 	@echo "Try:"
 	@echo "  curl -s -XPOST $(API_URL)/orders -H 'content-type: application/json' -d '{\"customerName\":\"Ada\",\"customerEmail\":\"ada@example.com\",\"items\":[{\"sku\":\"SKU-BOOK\",\"quantity\":1}]}'"
-	@echo "  curl -s $(API_URL)/orders/<id>"
+	@echo "  curl -s '$(API_URL)/orders/<id>?access=<token>'   (the link in the answer: Location, links.self)"
 	@echo
 	@echo "Ctrl-C stops orderd; 'make down' stops goaws and mailpit."
 	@echo

@@ -514,15 +514,15 @@ func (t *savepointTx) QueryContext(ctx context.Context, query string, args ...an
 // values in every InnoDB lock mode (steps of auto_increment_increment), so each creation's id
 // follows from LAST_INSERT_ID.
 func (s *Store) allocate(ctx context.Context, tx *sql.Tx, creates []*request, alone bool, increment int64) error {
-	args := make([]any, 0, 3*len(creates))
+	args := make([]any, 0, 4*len(creates))
 	for _, r := range creates {
 		var key, hash any
 		if r.create.IdempotencyKey != "" {
 			key, hash = r.create.IdempotencyKey, r.create.RequestHash
 		}
-		args = append(args, key, hash, s.now())
+		args = append(args, key, hash, r.create.AccessHash, s.now())
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO order_ids (idempotency_key, request_hash, created_at) VALUES `+rowsOf(3, len(creates)), args...)
+	res, err := tx.ExecContext(ctx, `INSERT INTO order_ids (idempotency_key, request_hash, access_hash, created_at) VALUES `+rowsOf(4, len(creates)), args...)
 	if isDuplicate(err) {
 		if alone {
 			return errIdempotencyKeyUsed

@@ -106,6 +106,9 @@ type CreateRequest struct {
 	IdempotencyKey string
 	RequestHash    string
 	Metadata       Metadata
+	// AccessHash is the SHA-256 of the order's capability (nil: none), stored with its id
+	// in the creating transaction (see access.go).
+	AccessHash []byte
 }
 
 // maxIdempotencyKeyLen is the width of order_ids.idempotency_key.

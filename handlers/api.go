@@ -16,6 +16,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,7 @@ import (
 	"orderd/metrics"
 	"orderd/ordering"
 	"orderd/projections"
+	"orderd/tracing"
 )
 
 // MaxBodyBytes bounds a request body; a real order is a few hundred bytes.
@@ -52,6 +54,8 @@ type API struct {
 	health  HealthCheck
 	origins []string
 	log     *slog.Logger
+	// operators may read everything; see access.go for who may see what.
+	operators *Operators
 }
 
 // Config lists the API's dependencies.
@@ -64,18 +68,22 @@ type Config struct {
 	Ready          HealthCheck // /readyz: ready for traffic (dependencies, migrations, lag)
 	Metrics        *metrics.Metrics
 	Dashboard      *Dashboard // the operator's page at /
-	AllowedOrigins []string   // CORS; "*" allows any origin
+	AllowedOrigins []string   // CORS: origins (scheme://host[:port]) that may call the API from a browser; none by default
+	Operators      *Operators // who may read the dashboard, /metrics and any order
 	Log            *slog.Logger
 }
 
 // New returns the API.
 func New(c Config) (*API, error) {
 	if c.Placer == nil || c.Orders == nil || c.Store == nil || c.DeadLetters == nil || c.Health == nil || c.Ready == nil ||
-		c.Metrics == nil || c.Dashboard == nil || c.Log == nil {
-		return nil, errors.New("handlers: New needs a placer, an orders reader, a store, a dead-letter log, health and readiness checks, metrics, a dashboard and a logger")
+		c.Metrics == nil || c.Dashboard == nil || c.Operators == nil || c.Log == nil {
+		return nil, errors.New("handlers: New needs a placer, an orders reader, a store, a dead-letter log, health and readiness checks, metrics, a dashboard, operators and a logger")
+	}
+	if slices.Contains(c.AllowedOrigins, "*") {
+		return nil, errors.New(`handlers: "*" may not be an allowed origin: any web site could read the answers`)
 	}
 	return &API{placer: c.Placer, orders: c.Orders, store: c.Store, dead: c.DeadLetters, health: c.Health, ready: c.Ready,
-		metrics: c.Metrics, dash: c.Dashboard, origins: c.AllowedOrigins, log: c.Log}, nil
+		metrics: c.Metrics, dash: c.Dashboard, origins: c.AllowedOrigins, log: c.Log, operators: c.Operators}, nil
 }
 
 // Handler returns the whole HTTP API.
@@ -87,8 +95,11 @@ func (a *API) Handler() http.Handler {
 	r.HandleFunc("/orders/{id}/events", a.getEvents).Methods(http.MethodGet)
 	r.HandleFunc("/healthz", a.checks(a.health)).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", a.checks(a.ready)).Methods(http.MethodGet)
-	r.Handle("/metrics", a.metrics.Handler()).Methods(http.MethodGet)
-	a.dash.Routes(r)
+	// Everything registered on ops is for operators only.
+	ops := r.NewRoute().Subrouter()
+	ops.Use(a.operators.Require)
+	ops.Handle("/metrics", a.metrics.Handler()).Methods(http.MethodGet)
+	a.dash.Routes(ops)
 	r.Use(a.instrument)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		a.writeError(w, req, &httpError{status: http.StatusNotFound, code: "not_found", message: "no such endpoint: " + req.URL.Path})
@@ -96,15 +107,21 @@ func (a *API) Handler() http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		a.writeError(w, req, &httpError{status: http.StatusMethodNotAllowed, code: "method_not_allowed", message: req.Method + " is not allowed on " + req.URL.Path})
 	})
+	if len(a.origins) == 0 {
+		// No origin may read anything cross-origin. (gorilla's CORS with no origins would
+		// allow every one.)
+		return withSecurityHeaders(r)
+	}
 	// The seed's shop front end is served from another origin, so the API answers CORS
-	// preflights for the configured origins.
+	// preflights for the configured origins. Credentials are never allowed cross-origin: a
+	// listed origin reads an order only with its capability, never with an operator's login.
 	cors := ghandlers.CORS(
 		ghandlers.AllowedOrigins(a.origins),
 		ghandlers.AllowedMethods([]string{http.MethodGet, http.MethodPost, http.MethodOptions}),
 		ghandlers.AllowedHeaders([]string{"Content-Type", "Idempotency-Key", "X-Request-ID"}),
 		ghandlers.ExposedHeaders([]string{"Location", "X-Request-ID"}),
 	)
-	return cors(r)
+	return withSecurityHeaders(cors(r))
 }
 
 // orderRequest is the body of POST /orders.
@@ -138,18 +155,17 @@ func (a *API) postOrder(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	id, created, err := a.place(r, p, body)
+	placed, err := a.place(r, p, body)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	self := fmt.Sprintf("/orders/%d", id)
-	w.Header().Set("Location", self)
-	if !created {
+	links := orderLinks(placed.ID, accessQuery(placed.Access))
+	w.Header().Set("Location", links["self"])
+	if !placed.Created {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	writeJSON(w, http.StatusAccepted, orderAccepted{OrderID: id, Status: domain.StatusPending,
-		Links: map[string]string{"self": self, "events": self + "/events"}})
+	writeJSON(w, http.StatusAccepted, orderAccepted{OrderID: placed.ID, Status: domain.StatusPending, Links: links})
 }
 
 func (req orderRequest) placement() (domain.Placement, error) {
@@ -184,22 +200,24 @@ func (a *API) placeOrderSeed(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, domain.Invalid("customerName", "is required"))
 		return
 	}
-	id, _, err := a.place(r, domain.Placement{CustomerName: *req.CustomerName}, body)
+	placed, err := a.place(r, domain.Placement{CustomerName: *req.CustomerName}, body)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"message": "Order placed successfully", "orderId": id})
+	// The seed's answer, as it was, plus the capability links.
+	writeJSON(w, http.StatusOK, map[string]any{"message": "Order placed successfully", "orderId": placed.ID,
+		"links": orderLinks(placed.ID, accessQuery(placed.Access))})
 }
 
-func (a *API) place(r *http.Request, p domain.Placement, body []byte) (domain.OrderID, bool, error) {
+func (a *API) place(r *http.Request, p domain.Placement, body []byte) (ordering.Placed, error) {
 	key, err := headerValue(r, "Idempotency-Key", maxIdempotencyKeyLen)
 	if err != nil {
-		return 0, false, err
+		return ordering.Placed{}, err
 	}
 	corr, err := correlationID(r)
 	if err != nil {
-		return 0, false, err
+		return ordering.Placed{}, err
 	}
 	sum := sha256.Sum256(append([]byte(r.URL.Path+"\n"), body...))
 	return a.placer.Place(r.Context(), ordering.PlaceRequest{
@@ -209,6 +227,11 @@ func (a *API) place(r *http.Request, p domain.Placement, body []byte) (domain.Or
 
 func (a *API) getOrder(w http.ResponseWriter, r *http.Request) {
 	id, err := orderID(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	query, err := a.orderAccess(r, id)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -223,19 +246,20 @@ func (a *API) getOrder(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, orderView(row, stuck))
+	writeJSON(w, http.StatusOK, orderView(row, stuck, query))
 }
 
 // orderView is GET /orders/{id}: the seed's columns under their own names, then the rest,
-// and what holds the order if a message about it was dead-lettered.
-func orderView(r projections.OrderRow, stuck *deadletter.Letter) map[string]any {
+// and what holds the order if a message about it was dead-lettered. linkQuery keeps its link
+// working for the same reader (see orderAccess).
+func orderView(r projections.OrderRow, stuck *deadletter.Letter, linkQuery string) map[string]any {
 	v := map[string]any{
 		"order_id": r.OrderID, "customer_name": r.CustomerName, "order_status": r.OrderStatus,
 		"payment_status": r.PaymentStatus, "inventory_status": r.InventoryStatus, "email_sent": r.EmailSent,
 		"email_failed": r.EmailFailed, "customer_email": r.CustomerEmail, "items": r.Items, "total_cents": r.TotalCents,
 		"failure_reason": r.FailureReason, "version": r.Version,
 		"placed_at": r.PlacedAt, "updated_at": r.UpdatedAt,
-		"links": map[string]string{"events": fmt.Sprintf("/orders/%d/events", r.OrderID)},
+		"links": map[string]string{"events": orderLinks(r.OrderID, linkQuery)["events"]},
 	}
 	if stuck != nil {
 		v["stuck"] = map[string]any{"queue": stuck.Queue, "event": stuck.EventType, "eventId": stuck.EventID,
@@ -247,6 +271,10 @@ func orderView(r projections.OrderRow, stuck *deadletter.Letter) map[string]any 
 func (a *API) getEvents(w http.ResponseWriter, r *http.Request) {
 	id, err := orderID(r)
 	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if _, err := a.orderAccess(r, id); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -262,7 +290,9 @@ func (a *API) getEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"orderId": id, "events": recs})
 }
 
-// checks answers 200 when every check passes and 503 otherwise, naming each check's result.
+// checks answers 200 when every check passes and 503 otherwise, naming each check "ok" or
+// "unavailable". It is anonymous (for load balancers), so why a check failed (an address, a
+// driver's error) goes to the log only.
 func (a *API) checks(check HealthCheck) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
@@ -272,7 +302,8 @@ func (a *API) checks(check HealthCheck) http.HandlerFunc {
 		for name, err := range check(ctx) {
 			results[name] = "ok"
 			if err != nil {
-				results[name], status = err.Error(), http.StatusServiceUnavailable
+				results[name], status = "unavailable", http.StatusServiceUnavailable
+				a.log.WarnContext(ctx, "health check failed", "path", r.URL.Path, "check", name, "error", err)
 			}
 		}
 		writeJSON(w, status, map[string]any{"status": map[bool]string{true: "ok", false: "unavailable"}[status == http.StatusOK], "checks": results})
@@ -289,6 +320,7 @@ func (a *API) instrument(next http.Handler) http.Handler {
 				route = tpl
 			}
 		}
+		tracing.NameRequest(r.Context(), r.Method, route)
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		start := time.Now()
 		next.ServeHTTP(rec, r)

@@ -41,6 +41,12 @@ type apiServer struct {
 // orders row and the outbox row are written, and nothing moves the order on.
 func newAPIServer(t testing.TB) *apiServer {
 	t.Helper()
+	return newAPIServerWith(t, nil)
+}
+
+// newAPIServerWith is newAPIServer with configure applied to the API's Config first.
+func newAPIServerWith(t testing.TB, configure func(*Config)) *apiServer {
+	t.Helper()
 	env := testenv.New(t)
 	box, err := outbox.NewWriter(router.Route(queues.Config{}))
 	must(t, err)
@@ -56,15 +62,22 @@ func newAPIServer(t testing.TB) *apiServer {
 	must(t, err)
 	dash, err := NewDashboard(env.DB, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	must(t, err)
-	api, err := New(Config{
+	operators, err := NewOperators(testenv.OperatorPassword, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	must(t, err)
+	cfg := Config{
 		Dashboard: dash,
 		Placer:    placer, Orders: reader, Store: store, DeadLetters: dead,
 		Health:         func(context.Context) map[string]error { return map[string]error{"mysql": nil} },
 		Ready:          func(context.Context) map[string]error { return map[string]error{"mysql": nil} },
 		Metrics:        metrics.New(),
 		AllowedOrigins: []string{shopOrigin},
+		Operators:      operators,
 		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	api, err := New(cfg)
 	must(t, err)
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
@@ -184,6 +197,16 @@ func decodeJSON(t *testing.T, r response) map[string]any {
 		t.Fatalf("body %q: %v", r.body, err)
 	}
 	return m
+}
+
+// links returns the links of a placement answer (or of GET /orders/{id}).
+func links(t *testing.T, r response) map[string]string {
+	t.Helper()
+	var body struct{ Links map[string]string }
+	if err := json.Unmarshal(r.body, &body); err != nil || body.Links == nil {
+		t.Fatalf("answer %d %s holds no links (%v)", r.status, r.body, err)
+	}
+	return body.Links
 }
 
 // orderBody is a POST /orders body with the given items (a JSON array).
@@ -333,12 +356,16 @@ func TestPostOrderIsAccepted(t *testing.T) {
 	}
 	got := decodeJSON(t, r)
 	id := got["orderId"].(json.Number).String()
-	self := "/orders/" + id
-	if loc := r.header.Get("Location"); loc != self {
-		t.Errorf("Location = %q, want %q", loc, self)
+	l := links(t, r)
+	self, query, _ := strings.Cut(l["self"], "?")
+	if self != "/orders/"+id || !strings.HasPrefix(query, "access=") || len(query) < len("access=")+26 {
+		t.Fatalf("links.self = %q, want /orders/%s?access=<capability>", l["self"], id)
+	}
+	if loc := r.header.Get("Location"); loc != l["self"] {
+		t.Errorf("Location = %q, want links.self %q", loc, l["self"])
 	}
 	want := map[string]any{"orderId": json.Number(id), "status": "pending",
-		"links": map[string]any{"self": self, "events": self + "/events"}}
+		"links": map[string]any{"self": self + "?" + query, "events": self + "/events?" + query}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("body = %v, want %v", got, want)
 	}
@@ -346,7 +373,7 @@ func TestPostOrderIsAccepted(t *testing.T) {
 		t.Errorf("rows = %v, want %v", counts, want)
 	}
 
-	order := decodeJSON(t, s.do(t, get(self)))
+	order := decodeJSON(t, s.do(t, get(l["self"])))
 	for k, v := range map[string]any{
 		"order_id": json.Number(id), "customer_name": "Ann Lee", "order_status": "pending",
 		"payment_status": "pending", "inventory_status": "pending", "email_sent": false,
@@ -357,7 +384,7 @@ func TestPostOrderIsAccepted(t *testing.T) {
 		}
 	}
 
-	events := decodeJSON(t, s.do(t, get(self+"/events")))
+	events := decodeJSON(t, s.do(t, get(l["events"])))
 	list, _ := events["events"].([]any)
 	if events["orderId"] != json.Number(id) || len(list) != 1 {
 		t.Fatalf("GET %s/events = %v, want one event of order %s", self, events, id)
@@ -380,8 +407,13 @@ func TestSeedPlaceOrder(t *testing.T) {
 	if !ok {
 		t.Fatalf("orderId = %#v, want a number", got["orderId"])
 	}
-	if want := map[string]any{"message": "Order placed successfully", "orderId": id}; !reflect.DeepEqual(got, want) {
+	l := links(t, r)
+	if want := map[string]any{"message": "Order placed successfully", "orderId": id,
+		"links": map[string]any{"self": l["self"], "events": l["events"]}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("body = %v, want exactly %v", got, want)
+	}
+	if !strings.HasPrefix(l["self"], "/orders/"+id.String()+"?access=") || !strings.HasPrefix(l["events"], "/orders/"+id.String()+"/events?access=") {
+		t.Errorf("links = %v, want capability links of order %s", l, id)
 	}
 
 	// The seed's own SQL still reads its columns.
@@ -394,7 +426,7 @@ func TestSeedPlaceOrder(t *testing.T) {
 		t.Errorf("orders row = %q %q %q %q %v, want Ann pending pending pending false", name, status, payment, inventory, emailSent)
 	}
 
-	order := decodeJSON(t, s.do(t, get("/orders/"+id.String())))
+	order := decodeJSON(t, s.do(t, get(l["self"])))
 	for k, v := range map[string]any{
 		"order_id": id, "customer_name": "Ann", "order_status": "pending",
 		"payment_status": "pending", "inventory_status": "pending", "email_sent": false,
@@ -434,8 +466,7 @@ func TestLimitsAreInclusive(t *testing.T) {
 			if r.status != tc.status {
 				t.Fatalf("status = %d, want %d (body %s)", r.status, tc.status, r.body)
 			}
-			id := decodeJSON(t, r)["orderId"].(json.Number)
-			order := decodeJSON(t, s.do(t, get("/orders/"+id.String())))
+			order := decodeJSON(t, s.do(t, get(links(t, r)["self"])))
 			if order["customer_name"] != tc.wantName {
 				t.Errorf("customer_name = %q, want %q", order["customer_name"], tc.wantName)
 			}
@@ -459,11 +490,19 @@ func TestIdempotencyKey(t *testing.T) {
 	if again.status != http.StatusAccepted {
 		t.Fatalf("again: status %d (body %s)", again.status, again.body)
 	}
-	if a, b := decodeJSON(t, first), decodeJSON(t, again); !reflect.DeepEqual(a, b) {
+	// The replay names the same order. Its capability is a new one (the first exists only as
+	// its hash), and both work.
+	a, b := decodeJSON(t, first), decodeJSON(t, again)
+	if a["orderId"] != b["orderId"] || a["status"] != b["status"] || again.header.Get("Idempotent-Replayed") != "true" {
 		t.Errorf("replay answered %v, first answered %v", b, a)
 	}
-	if again.header.Get("Location") != first.header.Get("Location") {
-		t.Errorf("replay Location %q, first %q", again.header.Get("Location"), first.header.Get("Location"))
+	if again.header.Get("Location") == first.header.Get("Location") {
+		t.Errorf("replay Location %q is the first's: want a fresh capability", again.header.Get("Location"))
+	}
+	for _, r := range []response{first, again} {
+		if got := s.do(t, get(r.header.Get("Location"))); got.status != http.StatusOK {
+			t.Errorf("GET %s: %d %s, want the order", r.header.Get("Location"), got.status, got.body)
+		}
 	}
 	if counts := s.rowCounts(t); counts["order_ids"] != 1 || counts["events"] != 1 || counts["orders"] != 1 {
 		t.Errorf("rows after a replay = %v, want one order", counts)
@@ -480,7 +519,8 @@ func TestIdempotencyKey(t *testing.T) {
 
 	seed1 := s.do(t, withKey("/place-order", `{"customerName":"Bea"}`, "key-2"))
 	seed2 := s.do(t, withKey("/place-order", `{"customerName":"Bea"}`, "key-2"))
-	if seed1.status != 200 || seed2.status != 200 || !bytes.Equal(seed1.body, seed2.body) {
+	a, b = decodeJSON(t, seed1), decodeJSON(t, seed2)
+	if seed1.status != 200 || seed2.status != 200 || a["orderId"] != b["orderId"] || a["message"] != b["message"] {
 		t.Errorf("seed replay: %d %s then %d %s, want the same 200 answer", seed1.status, seed1.body, seed2.status, seed2.body)
 	}
 }
@@ -510,7 +550,9 @@ func TestIdempotencyKeyRace(t *testing.T) {
 			t.Errorf("status %d (body %s), want 202", a.status, a.body)
 			continue
 		}
-		ids[a.header.Get("Location")]++
+		var body struct{ OrderID int }
+		must(t, json.Unmarshal(a.body, &body))
+		ids[fmt.Sprint(body.OrderID)]++
 	}
 	if len(ids) != 1 {
 		t.Errorf("answers named orders %v, want one", ids)

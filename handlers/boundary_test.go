@@ -308,9 +308,3 @@ func TestLargestOrderFits(t *testing.T) {
 	}
 	t.Logf("largest order: a message of %d bytes with its attributes (SQS takes 262,144)", size)
 }
-
-// withHeader returns r with header h set to v.
-func withHeader(r request, h, v string) request {
-	r.header = map[string]string{h: v}
-	return r
-}

@@ -24,9 +24,14 @@ type errorDetail struct {
 	Message string `json:"message"`
 }
 
-// writeError is the one place that turns an error into an HTTP status. Only server-side
-// failures (5xx) are logged: a client's mistake is the client's to read in the answer.
+// writeError answers r with err, through respondError.
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	respondError(w, r, a.log, err)
+}
+
+// respondError is the one place that turns an error into an HTTP status. Only server-side
+// failures (5xx) are logged: a client's mistake is the client's to read in the answer.
+func respondError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	status, code := statusOf(err)
 	detail := errorDetail{Code: code, Message: err.Error()}
 	var de *domain.Error
@@ -38,7 +43,7 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		detail.Field = he.field
 	}
 	if status >= 500 {
-		a.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
 		// The cause is in the log; the answer names no internal address or query.
 		switch {
 		case status == http.StatusInternalServerError:
@@ -46,6 +51,9 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		case unavailable(err):
 			detail.Message = "the order database is unavailable or busy; try again shortly"
 		}
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", basicChallenge)
 	}
 	writeJSON(w, status, errorBody{Error: detail})
 }
@@ -92,6 +100,16 @@ type httpError struct {
 }
 
 func (e *httpError) Error() string { return e.message }
+
+// errUnauthorized refuses a request for what only operators may see, made without their
+// credentials or with wrong ones; the answer carries a Basic challenge.
+var errUnauthorized = &httpError{status: http.StatusUnauthorized, code: "unauthorized",
+	message: `operator credentials required: HTTP Basic, user "operator"`}
+
+// errNoSuchOrder answers whoever may not read the order they asked for. It is the same
+// whether the order exists or not, and names no id, so it tells nothing about which exist.
+var errNoSuchOrder = &httpError{status: http.StatusNotFound, code: "not_found",
+	message: "no such order; a customer reads their order with the link its placement answered"}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -116,14 +116,14 @@ func ctxFor(t *testing.T) context.Context {
 
 func (r *rig) place(t *testing.T, name string) domain.OrderID {
 	t.Helper()
-	id, _, err := r.placer.Place(ctxFor(t), ordering.PlaceRequest{Placement: domain.Placement{
+	placed, err := r.placer.Place(ctxFor(t), ordering.PlaceRequest{Placement: domain.Placement{
 		CustomerName: name, CustomerEmail: strings.ToLower(name) + "@" + r.domain,
 		Items: []domain.Item{{SKU: "SKU-BOOK", Quantity: 1}},
 	}, CorrelationID: "test-" + name})
 	if err != nil {
 		t.Fatalf("place order for %s: %v", name, err)
 	}
-	return id
+	return placed.ID
 }
 
 // receive takes up to max messages from a stage's queue and turns them into the SQS event

@@ -6,6 +6,8 @@ package ordering
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 
 	"orderd/domain"
@@ -36,26 +38,77 @@ type PlaceRequest struct {
 	CorrelationID  string
 }
 
-// Place validates, prices and records a new order. created is false when the idempotency
-// key was seen before with the same request: the id is then the first request's.
-func (p *Placer) Place(ctx context.Context, req PlaceRequest) (id domain.OrderID, created bool, err error) {
+// Placed is what placing an order gave the customer.
+type Placed struct {
+	ID domain.OrderID
+	// Created is false when the idempotency key was seen before with the same request: the
+	// id is then the first request's.
+	Created bool
+	// Access is the order's capability: whoever holds it may read the order (and nothing
+	// else). Only its hash is stored, so a replay of the request gets a new one; every one
+	// issued stays valid.
+	Access string
+}
+
+// Place validates, prices and records a new order, and issues its capability.
+func (p *Placer) Place(ctx context.Context, req PlaceRequest) (Placed, error) {
 	if err := req.Placement.Validate(); err != nil {
-		return 0, false, err
+		return Placed{}, err
 	}
+	var err error
 	if req.Placement.Items, err = p.catalog.Price(ctx, req.Placement.Items); err != nil {
-		return 0, false, err
+		return Placed{}, err
 	}
 	events, err := domain.Place(req.Placement)
 	if err != nil {
-		return 0, false, err
+		return Placed{}, err
 	}
-	id, err = p.store.Create(ctx, eventstore.CreateRequest{
+	token, hash := newCapability()
+	id, err := p.store.Create(ctx, eventstore.CreateRequest{
 		IdempotencyKey: req.IdempotencyKey,
 		RequestHash:    req.RequestHash,
 		Metadata:       eventstore.Metadata{CorrelationID: req.CorrelationID, CausationID: req.CorrelationID, TraceParent: tracing.Parent(ctx)},
+		AccessHash:     hash,
 	}, events)
-	if errors.Is(err, eventstore.ErrAlreadyCreated) {
-		return id, false, nil
+	switch {
+	case errors.Is(err, eventstore.ErrAlreadyCreated):
+		if err := p.store.GrantAccess(ctx, id, hash); err != nil {
+			return Placed{}, err
+		}
+		return Placed{ID: id, Access: token}, nil
+	case err != nil:
+		return Placed{}, err
 	}
-	return id, err == nil, err
+	return Placed{ID: id, Created: true, Access: token}, nil
+}
+
+// CanRead reports whether token is a capability of order id. A token that is not of the
+// form Place issues is refused without asking the database.
+func (p *Placer) CanRead(ctx context.Context, id domain.OrderID, token string) (bool, error) {
+	if !wellFormedCapability(token) {
+		return false, nil
+	}
+	sum := sha256.Sum256([]byte(token))
+	return p.store.HasAccess(ctx, id, sum[:])
+}
+
+// newCapability returns a new capability token (crypto/rand.Text: 26 base32 characters, 130
+// random bits, safe in a URL as it is) and the SHA-256 of it, which is all that is stored.
+func newCapability() (token string, hash []byte) {
+	token = rand.Text()
+	sum := sha256.Sum256([]byte(token))
+	return token, sum[:]
+}
+
+// wellFormedCapability reports whether token looks like one newCapability makes.
+func wellFormedCapability(token string) bool {
+	if len(token) != 26 {
+		return false
+	}
+	for _, c := range token {
+		if !(c >= 'A' && c <= 'Z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
 }

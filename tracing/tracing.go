@@ -65,3 +65,12 @@ func Setup(ctx context.Context) (shutdown func(context.Context) error, err error
 	otel.SetTextMapPropagator(w3c)
 	return tp.Shutdown, nil
 }
+
+// NameRequest names the HTTP request's span after its route template ("GET /orders/{id}")
+// and records the route: the URL itself (ids, and a capability in its query) stays out of
+// span names.
+func NameRequest(ctx context.Context, method, route string) {
+	span := trace.SpanFromContext(ctx)
+	span.SetName(method + " " + route)
+	span.SetAttributes(semconv.HTTPRoute(route))
+}

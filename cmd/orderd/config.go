@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-sql-driver/mysql"
@@ -39,7 +41,7 @@ var configKeys = []string{
 	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "QUEUE_RECEIVERS", "QUEUE_IN_FLIGHT", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
 	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
 	"READY_MAX_LAG", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-	"GOGC", "GOMEMLIMIT",
+	"GOGC", "GOMEMLIMIT", "OPERATOR_PASSWORD",
 }
 
 // The garbage collector's settings for `orderd serve` unless GOGC or GOMEMLIMIT say otherwise.
@@ -83,6 +85,11 @@ type config struct {
 	// Tracing is on when an OTEL_* variable names an exporter or an endpoint; the
 	// OpenTelemetry SDK reads the rest of its OTEL_* settings itself.
 	Tracing bool
+	// OperatorPassword is the HTTP Basic password of user "operator" (the dashboard, /metrics,
+	// any order by id). Unset, a random one is made at start (OperatorPasswordGenerated), so
+	// that nothing is ever served open; `serve` prints it once on stdout.
+	OperatorPassword          secret
+	OperatorPasswordGenerated bool
 
 	// VisibilityTimeout is how long SQS hides a received message; a message whose handler
 	// died comes back after it. HandlerTimeout is derived from it so that every in-process
@@ -95,7 +102,7 @@ type config struct {
 	// SMTPUsername and SMTPPassword log in to the mail server, only ever over TLS; SMTPTLS
 	// says how the connection is protected (empty: required with credentials, else
 	// opportunistic). See mail.SMTPConfig.
-	SMTPUsername, SMTPPassword string
+	SMTPUsername, SMTPPassword secret
 	SMTPTLS                    mail.TLSMode
 }
 
@@ -116,14 +123,18 @@ func loadConfig(getenv func(string) string) (config, error) {
 		HTTPAddr:        get("HTTP_ADDR", "127.0.0.1:8080"),
 		SMTPAddr:        get("SMTP_ADDR", "127.0.0.1:1025"),
 		MailFrom:        get("MAIL_FROM", "orders@shop.localhost"),
-		AllowedOrigins:  splitList(get("CORS_ALLOWED_ORIGINS", "*")),
+		AllowedOrigins:  splitList(get("CORS_ALLOWED_ORIGINS", "")),
 		Components:      splitList(get("ORDERD_COMPONENTS", strings.Join(allComponents, ","))),
 		PprofAddr:       get("PPROF_ADDR", ""),
 		Retries:         3,
 		MaxReceiveCount: 5,
-		SMTPUsername:    get("SMTP_USERNAME", ""),
-		SMTPPassword:    getenv("SMTP_PASSWORD"), // as given: spaces may be part of it
+		SMTPUsername:    secret(get("SMTP_USERNAME", "")),
+		SMTPPassword:    secret(getenv("SMTP_PASSWORD")), // as given: spaces may be part of it
 		SMTPTLS:         mail.TLSMode(get("SMTP_TLS", "")),
+	}
+	// Read as is, not trimmed: a password may begin or end with a space.
+	if c.OperatorPassword = secret(getenv("OPERATOR_PASSWORD")); c.OperatorPassword == "" {
+		c.OperatorPassword, c.OperatorPasswordGenerated = secret(rand.Text()), true
 	}
 	if get("GOGC", "") == "" {
 		c.GCPercent = defaultGCPercent
@@ -180,7 +191,15 @@ func (c config) validate() error {
 	}
 	if c.SQSEndpoint != "" {
 		if u, err := url.Parse(c.SQSEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("SQS_ENDPOINT: must be an http(s) URL or empty for AWS, got %q", c.SQSEndpoint)
+			return fmt.Errorf("SQS_ENDPOINT: must be an http(s) URL or empty for AWS, got %q", redactURL(c.SQSEndpoint))
+		}
+	}
+	if n := utf8.RuneCountInString(c.OperatorPassword.reveal()); n < minOperatorPassword {
+		return fmt.Errorf("OPERATOR_PASSWORD: must be at least %d characters (got %d), or unset to have a random one made at start", minOperatorPassword, n)
+	}
+	for _, o := range c.AllowedOrigins {
+		if err := checkOrigin(o); err != nil {
+			return fmt.Errorf("CORS_ALLOWED_ORIGINS: %q %v", o, err)
 		}
 	}
 	for _, hp := range []struct{ key, val string }{{"HTTP_ADDR", c.HTTPAddr}, {"SMTP_ADDR", c.SMTPAddr}, {"PPROF_ADDR", c.PprofAddr}} {
@@ -215,7 +234,7 @@ func (c config) validate() error {
 
 // smtp returns the mail server side of the configuration.
 func (c config) smtp() mail.SMTPConfig {
-	return mail.SMTPConfig{Addr: c.SMTPAddr, Username: c.SMTPUsername, Password: c.SMTPPassword, TLS: c.SMTPTLS}
+	return mail.SMTPConfig{Addr: c.SMTPAddr, Username: c.SMTPUsername.reveal(), Password: c.SMTPPassword.reveal(), TLS: c.SMTPTLS}
 }
 
 // validateSMTP checks the SMTP_* settings, naming the offending one; no error shows the
@@ -232,6 +251,25 @@ func validateSMTP(c mail.SMTPConfig) error {
 	}
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("SMTP_ADDR: %v", err)
+	}
+	return nil
+}
+
+// minOperatorPassword is the shortest OPERATOR_PASSWORD accepted: the operator's login guards
+// every customer's personal data.
+const minOperatorPassword = 12
+
+// checkOrigin accepts a browser origin as CORS compares it: scheme://host[:port], nothing
+// more. "*" is refused: every answer of the API carries personal data or a capability (the
+// placement answers carry their order's links), so no wildcard is safe on any of them.
+func checkOrigin(o string) error {
+	if o == "*" {
+		return errors.New(`is refused: any web site could read customers' orders; list the shop front end's origins, e.g. https://shop.example.com`)
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "?") || strings.HasSuffix(o, "#") {
+		return errors.New("is not an origin: write scheme://host[:port], e.g. https://shop.example.com")
 	}
 	return nil
 }
@@ -273,6 +311,15 @@ func (c config) mysqlConfig() (*mysql.Config, error) {
 	}
 	mc.ParseTime, mc.Loc, mc.InterpolateParams = true, time.UTC, true
 	return mc, nil
+}
+
+// mysqlTarget names the database in messages: address and name, no credentials.
+func (c config) mysqlTarget() string {
+	mc, err := mysql.ParseDSN(c.MySQLDSN)
+	if err != nil {
+		return "(invalid DSN)"
+	}
+	return mc.Addr + "/" + mc.DBName
 }
 
 func splitList(s string) []string {

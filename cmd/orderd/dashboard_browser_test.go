@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -48,12 +50,26 @@ func TestDashboardInBrowser(t *testing.T) {
 	var jsErrors []string
 	var mu sync.Mutex
 	chromedp.ListenTarget(ctx, func(ev any) {
-		if e, ok := ev.(*cdpruntime.EventExceptionThrown); ok {
-			mu.Lock()
+		mu.Lock()
+		defer mu.Unlock()
+		switch e := ev.(type) {
+		case *cdpruntime.EventExceptionThrown:
 			jsErrors = append(jsErrors, e.ExceptionDetails.Error())
-			mu.Unlock()
+		case *cdplog.EventEntryAdded:
+			// The page must work under its Content-Security-Policy: a blocked script,
+			// style or connection is reported here.
+			if e.Entry.Source == cdplog.SourceSecurity || strings.Contains(e.Entry.Text, "Content Security Policy") {
+				jsErrors = append(jsErrors, "blocked: "+e.Entry.Text)
+			}
 		}
 	})
+	// The operator's login, sent with every request the page makes (as a browser does once
+	// its user has answered the Basic challenge).
+	req, _ := http.NewRequest(http.MethodGet, "/", nil)
+	testenv.AsOperator(req)
+	if err := chromedp.Run(ctx, network.Enable(), network.SetExtraHTTPHeaders(network.Headers{"Authorization": req.Header.Get("Authorization")})); err != nil {
+		t.Fatalf("give the browser the operator's login: %v", err)
+	}
 
 	start := time.Now()
 	run := func(what string, timeout time.Duration, actions ...chromedp.Action) {
@@ -187,7 +203,7 @@ func TestDashboardAPI(t *testing.T) {
 
 	get := func(path string, wantStatus int, v any) {
 		t.Helper()
-		resp, err := http.Get(base + path)
+		resp, err := testenv.OperatorGet(base + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,7 +292,7 @@ func TestDashboardAPI(t *testing.T) {
 // dashboardBase checks that orderd serves the dashboard at / and returns its base URL.
 func dashboardBase(t *testing.T, env *testenv.Env, orderdURL string) string {
 	t.Helper()
-	resp, err := http.Get(orderdURL + "/")
+	resp, err := testenv.OperatorGet(orderdURL + "/")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -96,7 +95,7 @@ func TestPoisonedMessagesAreDeadLettered(t *testing.T) {
 	}
 
 	// The order says what holds it.
-	resp, err := http.Get(fmt.Sprintf("%s/orders/%d", srv.URL, placed.OrderID))
+	resp, err := testenv.OperatorGet(fmt.Sprintf("%s/orders/%d", srv.URL, placed.OrderID))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func main() {
 }
 
 // run is the whole program; main only adds the process's signals, environment and exit.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errors.New("no command given")
@@ -50,7 +50,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr)
+	// From here on, nothing leaves with a secret in it: not a log line, not the exit error.
+	rd := cfg.redactor()
+	defer func() { err = redactError(rd, err) }()
+	log := newLogger(stderr, rd)
 	switch args[0] {
 	case "migrate":
 		return migrate(ctx, cfg, stdout)

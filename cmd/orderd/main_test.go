@@ -26,6 +26,7 @@ type orderd struct {
 	cancel context.CancelFunc
 	done   chan error
 	logs   string
+	stdout *testenv.Buffer // what it printed on stdout after its first line
 }
 
 // startOrderd runs `orderd serve` against env until the test ends (or Stop is called) and
@@ -39,15 +40,16 @@ func startOrderd(t *testing.T, env *testenv.Env, overrides map[string]string) *o
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &orderd{cancel: cancel, done: make(chan error, 1), logs: logPath}
+	o := &orderd{cancel: cancel, done: make(chan error, 1), logs: logPath, stdout: &testenv.Buffer{}}
 	go func() {
 		err := run(ctx, []string{"serve"}, env.Getenv(overrides), pw, logFile)
 		pw.CloseWithError(fmt.Errorf("orderd exited: %v", err))
 		logFile.Close()
 		o.done <- err
 	}()
-	line, err := bufio.NewReader(pr).ReadString('\n')
-	go io.Copy(io.Discard, pr) //nolint:errcheck // drain the rest
+	br := bufio.NewReader(pr)
+	line, err := br.ReadString('\n')
+	go io.Copy(o.stdout, br) //nolint:errcheck // keep the rest
 	if err != nil {
 		b, _ := os.ReadFile(logPath)
 		t.Fatalf("orderd did not start: %v\n%s", err, b)
@@ -127,6 +129,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	for key, val := range map[string]string{
 		"MYSQL_DSN": "not a dsn", "SQS_ENDPOINT": "ftp://x", "HTTP_ADDR": "8080", "QUEUE_IN_FLIGHT": "5", "QUEUE_RECEIVERS": "0",
 		"ORDERD_COMPONENTS": "api,billing", "MAIL_FROM": "not-an-address", "QUEUE_PREFIX": "a b",
+		"CORS_ALLOWED_ORIGINS": "*", "OPERATOR_PASSWORD": "short",
 	} {
 		err := run(context.Background(), []string{"serve"}, func(k string) string {
 			if k == key {
@@ -265,7 +268,7 @@ func placeOne(t *testing.T, baseURL, mailDomain string, i int) (placed, bool) {
 		OrderID int               `json:"orderId"`
 		Links   map[string]string `json:"links"`
 	}
-	if err := json.Unmarshal(body, &got); code != 202 || err != nil || got.Links["self"] != fmt.Sprintf("/orders/%d", got.OrderID) {
+	if err := json.Unmarshal(body, &got); code != 202 || err != nil || !strings.HasPrefix(got.Links["self"], fmt.Sprintf("/orders/%d?access=", got.OrderID)) {
 		t.Errorf("POST /orders: %d %s", code, body)
 		return placed{}, false
 	}
@@ -382,7 +385,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 
 	// The API shows the projected order and its history.
 	first := orders[0]
-	resp, err := http.Get(fmt.Sprintf("%s/orders/%d", srv.URL, first.id))
+	resp, err := testenv.OperatorGet(fmt.Sprintf("%s/orders/%d", srv.URL, first.id))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ import (
 // scrape returns the service's metrics as "name{labels}" → value text.
 func scrape(t *testing.T, baseURL string) map[string]string {
 	t.Helper()
-	resp, err := http.Get(baseURL + "/metrics")
+	resp, err := testenv.OperatorGet(baseURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,8 +114,12 @@ func TestMetricsAndReadiness(t *testing.T) {
 	}
 	json.NewDecoder(resp.Body).Decode(&notReady) //nolint:errcheck // checked below
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(notReady.Checks["relay_lag"], "oldest unrelayed event") || notReady.Checks["mysql"] != "ok" {
+	if resp.StatusCode != http.StatusServiceUnavailable || notReady.Checks["relay_lag"] != "unavailable" || notReady.Checks["mysql"] != "ok" {
 		t.Errorf("GET /readyz with a stuck relay: %d %+v", resp.StatusCode, notReady)
+	}
+	// The body names the check; the log says why.
+	if b, _ := os.ReadFile(srv.logs); !strings.Contains(string(b), "oldest unrelayed event") {
+		t.Errorf("the log does not say why relay_lag failed")
 	}
 	t.Logf("metrics counted %d orders through every stage; /readyz: %v, then with a stuck relay: %v", n, ready.Checks, notReady.Checks)
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,11 +27,22 @@ func TestOneTracePerOrder(t *testing.T) {
 	env := testenv.New(t).WithMessaging(t)
 	srv := startOrderd(t, env, map[string]string{"MAIL_FROM": "orders@" + env.ID + ".example"})
 	code, body := postJSON(t, srv.URL+"/orders", `{"customerName":"Tracy","customerEmail":"tracy@`+env.ID+`.example","items":[{"sku":"SKU-MUG","quantity":1}]}`)
-	var placed struct{ OrderID int64 }
+	var placed struct {
+		OrderID int64
+		Links   map[string]string
+	}
 	if err := json.Unmarshal(body, &placed); code != 202 || err != nil {
 		t.Fatalf("place: %d %s", code, body)
 	}
 	waitFinished(t, env, 1, 30*time.Second)
+	// The customer reads it with the capability in the link's query: spans are named after
+	// the route, and nothing in them holds the capability.
+	resp, err := http.Get(srv.URL + placed.Links["self"])
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %v %v", placed.Links["self"], resp, err)
+	}
+	resp.Body.Close()
+	_, token, _ := strings.Cut(placed.Links["self"], "access=")
 
 	var spans map[string][]sdktrace.ReadOnlySpan
 	waitFor(t, 10*time.Second, "the spans of the request and the three stages", func() (bool, string) {
@@ -46,7 +59,7 @@ func TestOneTracePerOrder(t *testing.T) {
 			}
 		}
 		stage := func(q string) int { return len(spans["stage "+q]) }
-		ok := len(spans["POST /orders"]) == 1 && stage("PaymentStatusQueue") >= 1 && stage("InventoryStatusQueue") >= 1 && stage("EmailNotificationQueue") >= 1
+		ok := len(spans["POST /orders"]) == 1 && len(spans["GET /orders/{id}"]) == 1 && stage("PaymentStatusQueue") >= 1 && stage("InventoryStatusQueue") >= 1 && stage("EmailNotificationQueue") >= 1
 		names := []string{}
 		for k, v := range spans {
 			names = append(names, fmt.Sprintf("%s×%d", k, len(v)))
@@ -63,6 +76,11 @@ func TestOneTracePerOrder(t *testing.T) {
 				}
 				checked++
 			}
+		}
+	}
+	for _, s := range rec.Ended() {
+		if strings.Contains(s.Name(), token) || strings.Contains(fmt.Sprint(s.Attributes()), token) {
+			t.Errorf("span %q holds the capability: %v", s.Name(), s.Attributes())
 		}
 	}
 	if n := len(spans["project orders"]); n != 4 {

@@ -37,13 +37,15 @@ import (
 	"orderd/tracing"
 )
 
-func newLogger(w io.Writer) *slog.Logger {
+// newLogger returns the structured log, every line of it passed through rd (redact.go).
+func newLogger(w io.Writer, rd *strings.Replacer) *slog.Logger {
+	opts := &slog.HandlerOptions{ReplaceAttr: redactAttr(rd)}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			return slog.New(slog.NewTextHandler(w, nil))
+			return slog.New(slog.NewTextHandler(w, opts))
 		}
 	}
-	return slog.New(slog.NewJSONHandler(w, nil))
+	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
 // openDB opens the pool. Sizing matters: appends are short transactions, and MariaDB's
@@ -121,7 +123,9 @@ type service struct {
 	router  *message.Router
 	http    *http.Server
 	metrics *metrics.Metrics
-	closers []func() error
+	// operators guards everything for operators, on the API and on PPROF_ADDR.
+	operators *handlers.Operators
+	closers   []func() error
 }
 
 // newService wires config → DB → SQS → event store → stages → router → HTTP.
@@ -132,6 +136,9 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 			s.close()
 		}
 	}()
+	if s.operators, err = handlers.NewOperators(cfg.OperatorPassword.reveal(), log); err != nil {
+		return nil, err
+	}
 	if s.db, err = openDB(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -284,7 +291,7 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 	api, err := handlers.New(handlers.Config{
 		Dashboard: dash,
 		Placer:    placer, Orders: reader, Store: s.store, DeadLetters: deadLog, AllowedOrigins: s.cfg.AllowedOrigins, Log: s.log,
-		Metrics: s.metrics,
+		Metrics: s.metrics, Operators: s.operators,
 		Health: func(ctx context.Context) map[string]error {
 			return map[string]error{"mysql": s.db.PingContext(ctx), "sqs": queues.Ping(ctx, sqsClient, qcfg)}
 		},
@@ -297,8 +304,10 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 		return err
 	}
 	// Each request is a span; POST /orders starts the trace its order follows through the stages.
+	// The API renames it after its route template once routed; never after the URL, whose
+	// query may carry a capability.
 	handler := otelhttp.NewHandler(api.Handler(), "http", otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
-		return r.Method + " " + r.URL.Path
+		return r.Method
 	}))
 	s.http = &http.Server{Addr: s.cfg.HTTPAddr, Handler: handler, ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
@@ -363,16 +372,23 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	} else {
 		fmt.Fprintf(stdout, "orderd running (components: %s)\n", strings.Join(cfg.Components, ","))
 	}
+	if cfg.OperatorPasswordGenerated && (s.http != nil || cfg.PprofAddr != "") {
+		// Once, on stdout, never in the log. Each process makes its own: set OPERATOR_PASSWORD
+		// when more than one serves the dashboard.
+		fmt.Fprintf(stdout, "operator login for the dashboard and /metrics (OPERATOR_PASSWORD is unset, so this one was made for this process): user %s, password %s\n",
+			handlers.OperatorUser, cfg.OperatorPassword.reveal())
+	}
 	if cfg.PprofAddr != "" {
 		// Profiling on its own listener, never on the API's: it is for operators, not customers.
 		ops := http.NewServeMux()
 		ops.Handle("/debug/pprof/", http.DefaultServeMux)
 		ops.Handle("/metrics", s.metrics.Handler()) // for processes that run no API
-		pprofSrv := &http.Server{Addr: cfg.PprofAddr, Handler: ops, ReadHeaderTimeout: 5 * time.Second}
+		pprofSrv := &http.Server{Addr: cfg.PprofAddr, Handler: s.operators.Require(ops), ReadHeaderTimeout: 5 * time.Second}
 		go func() { log.Info("pprof listening", "addr", cfg.PprofAddr, "error", pprofSrv.ListenAndServe()) }()
 		defer pprofSrv.Close()
 	}
-	log.Info("orderd started", "components", cfg.Components, "queue_prefix", cfg.QueuePrefix)
+	log.Info("orderd started", "components", cfg.Components, "queue_prefix", cfg.QueuePrefix,
+		"mysql", cfg.mysqlTarget(), "sqs", endpointName(cfg.SQSEndpoint), "cors_allowed_origins", cfg.AllowedOrigins)
 
 	select {
 	case <-ctx.Done():
@@ -408,11 +424,12 @@ func (s *service) close() {
 	s.closers = nil
 }
 
+// endpointName names the SQS endpoint in messages, without its userinfo.
 func endpointName(e string) string {
 	if e == "" {
 		return "AWS"
 	}
-	return e
+	return redactURL(e)
 }
 
 // migrationsApplied fails while the database lacks a migration this binary expects.

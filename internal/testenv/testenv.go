@@ -147,6 +147,8 @@ func (e *Env) Getenv(overrides map[string]string) func(string) string {
 		"SMTP_ADDR":    e.SMTPAddr,
 		"HTTP_ADDR":    "127.0.0.1:0",
 		"AWS_REGION":   "us-east-1",
+		// Operators' endpoints need it; AsOperator sends it.
+		"OPERATOR_PASSWORD": OperatorPassword,
 	}
 	for k, v := range overrides {
 		m[k] = v
