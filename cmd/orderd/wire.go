@@ -185,7 +185,11 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 		if err != nil {
 			return nil, err
 		}
-		if s.relay, err = outbox.NewRelay(s.db, batchPub, log, outbox.RelayConfig{Recover: recreate}); err != nil {
+		refused, err := deadletter.NewLog(s.db)
+		if err != nil {
+			return nil, err
+		}
+		if s.relay, err = outbox.NewRelay(s.db, batchPub, refused, log, outbox.RelayConfig{Recover: recreate}); err != nil {
 			return nil, err
 		}
 		s.store.OnCommit(func([]eventstore.Record) { s.relay.Kick() })
