@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"orderd/deadletter"
+	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/outbox"
 	"orderd/router"
@@ -115,7 +116,10 @@ func (h *Handler) letter(m events.SQSMessage, rec eventstore.Record, err error) 
 		Reason: err.Error(), DeadAt: h.now().UTC(),
 	}
 	if rec.StreamID > 0 {
-		l.OrderID, l.Version, l.EventID, l.EventType = rec.StreamID, rec.Version, rec.EventID(), rec.Type
+		l.EventID, l.EventType = rec.EventID(), rec.Type
+		if !errors.Is(err, domain.ErrNotTrigger) { // a stale or forged message holds up no order
+			l.OrderID, l.Version = rec.StreamID, rec.Version
+		}
 	}
 	if l.EventID == "" {
 		l.EventID = truncate("sqs:"+m.MessageId, 40) // the column is NOT NULL, VARCHAR(40)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -42,9 +43,12 @@ func body(t *testing.T, id domain.OrderID, v int) string {
 }
 
 func TestHandleReportsOnlyFailedRecords(t *testing.T) {
-	// The stage's verdict by order id: 1 succeeds, 2 is transient, 3 can never succeed, 4 panics.
+	// The stage's verdict by order id: 1 succeeds, 2 is transient, 3 can never succeed, 4 panics,
+	// 5 is not its order's trigger (stale or forged).
 	run := func(_ context.Context, rec eventstore.Record) error {
 		switch rec.StreamID {
+		case 5:
+			return fmt.Errorf("%w: %w", domain.ErrNotTrigger, domain.Invalid("version", "beyond the stream"))
 		case 2:
 			return domain.Unavailable("mysql down")
 		case 3:
@@ -66,6 +70,7 @@ func TestHandleReportsOnlyFailedRecords(t *testing.T) {
 		{MessageId: "invalid", Body: body(t, 3, 1), Attributes: first},
 		{MessageId: "panics", Body: body(t, 4, 1), Attributes: first},
 		{MessageId: "malformed", Body: "not json", Attributes: first},
+		{MessageId: "forged", Body: body(t, 5, 1), Attributes: first},
 		{MessageId: "invalid-again", Body: body(t, 3, 1), Attributes: map[string]string{"ApproximateReceiveCount": "2"}},
 	}}
 	resp, err := h.Handle(context.Background(), ev)
@@ -76,19 +81,23 @@ func TestHandleReportsOnlyFailedRecords(t *testing.T) {
 	for _, f := range resp.BatchItemFailures {
 		failed = append(failed, f.ItemIdentifier)
 	}
-	if want := []string{"transient", "invalid", "panics", "malformed", "invalid-again"}; !slices.Equal(failed, want) {
+	if want := []string{"transient", "invalid", "panics", "malformed", "forged", "invalid-again"}; !slices.Equal(failed, want) {
 		t.Errorf("failed %v, want %v", failed, want)
 	}
-	// Permanent failures are recorded once, on their first receive; transient ones never.
+	// Permanent failures are recorded once, on their first receive; transient ones never. A
+	// message that is not its order's trigger is recorded against no order.
 	var got []string
 	for _, l := range dead.letters {
 		got = append(got, l.EventID)
 		if l.Queue != "PaymentStatusQueue" || l.Reason == "" {
 			t.Errorf("letter %+v", l)
 		}
+		if attached := l.OrderID != 0; attached != (l.EventID == "3-1" || l.EventID == "4-1") {
+			t.Errorf("letter %s attached to order %d", l.EventID, l.OrderID)
+		}
 	}
 	slices.Sort(got)
-	if want := []string{"3-1", "4-1", "sqs:malformed"}; !slices.Equal(got, want) {
+	if want := []string{"3-1", "4-1", "5-1", "sqs:malformed"}; !slices.Equal(got, want) {
 		t.Errorf("dead letters %v, want %v", got, want)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/metrics"
@@ -133,6 +134,10 @@ func handle(st Stage, m *metrics.Metrics, log *slog.Logger) message.NoPublishHan
 		}
 		if !IsPermanent(err) {
 			m.StageMessages.WithLabelValues(st.Queue, "failed").Inc()
+		}
+		if errors.Is(err, domain.ErrNotTrigger) {
+			// Dead-lettered, but not what holds its order up: see deadletter.MetaDetached.
+			msg.Metadata.Set(deadletter.MetaDetached, "true")
 		}
 		log.WarnContext(ctx, "stage failed", "stage", st.Queue, "order_id", rec.StreamID, "event_id", msg.UUID,
 			"correlation_id", middleware.MessageCorrelationID(msg), "permanent", IsPermanent(err), "error", err)
