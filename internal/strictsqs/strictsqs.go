@@ -50,7 +50,10 @@ func New(upstream string, maxMessageSize int) (*Front, error) {
 	if maxMessageSize <= 0 {
 		maxMessageSize = DefaultMaxMessageSize
 	}
-	return &Front{upstream: u, proxy: httputil.NewSingleHostReverseProxy(u), client: &http.Client{}, maxMessageSize: maxMessageSize}, nil
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	// A receive cut short by its client (a subscriber closing) is no news worth a log line.
+	proxy.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, _ error) { w.WriteHeader(http.StatusBadGateway) }
+	return &Front{upstream: u, proxy: proxy, client: &http.Client{}, maxMessageSize: maxMessageSize}, nil
 }
 
 // Start serves a front to upstream until the test ends and returns its URL, to be used as
