@@ -38,6 +38,9 @@ type RelayConfig struct {
 	// Recover, if set, runs after a failed pass before the next try: e.g. re-creating queues
 	// that a restarted SQS emulator lost.
 	Recover func(context.Context) error
+	// OnRefused, if set, is called for each message a queue refused once its dead letter is
+	// recorded (to count them).
+	OnRefused func(queue string)
 }
 
 func (c *RelayConfig) setDefaults() {
@@ -212,6 +215,9 @@ func (r *Relay) RelayOnce(ctx context.Context) (int, error) {
 	for _, rf := range refused {
 		r.log.Error("relay: the queue refused a message for what it holds; it is dead-lettered and its order waits for a person",
 			"queue", rf.Queue, "event_id", rf.EventID, "event_type", rf.EventType, "reason", rf.Reason)
+		if r.cfg.OnRefused != nil {
+			r.cfg.OnRefused(rf.Queue)
+		}
 	}
 	if len(done) < len(rows) {
 		return len(rows), fmt.Errorf("relay: %d of %d messages were not accepted", len(rows)-len(done), len(rows))

@@ -122,6 +122,11 @@ func TestRelayNeverJams(t *testing.T) {
 		t.Errorf("GET /readyz after a refused message: %d %s", resp.StatusCode, body)
 	}
 
+	metric := fmt.Sprintf(`orderd_relay_refused_total{queue="%s"}`, env.QueuePrefix+queues.PaymentQueue)
+	if got := scrape(t, srv.URL)[metric]; got != "1" {
+		t.Errorf("%s = %q, want 1", metric, got)
+	}
+
 	// Later orders go through.
 	if p, ok := placeOne(t, srv.URL, mailDomain, 9); ok {
 		orders = append(orders, p)

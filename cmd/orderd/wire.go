@@ -189,7 +189,8 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 		if err != nil {
 			return nil, err
 		}
-		if s.relay, err = outbox.NewRelay(s.db, batchPub, refused, log, outbox.RelayConfig{Recover: recreate}); err != nil {
+		countRefused := func(queue string) { s.metrics.RelayRefused.WithLabelValues(queue).Inc() }
+		if s.relay, err = outbox.NewRelay(s.db, batchPub, refused, log, outbox.RelayConfig{Recover: recreate, OnRefused: countRefused}); err != nil {
 			return nil, err
 		}
 		s.store.OnCommit(func([]eventstore.Record) { s.relay.Kick() })
