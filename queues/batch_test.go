@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -139,5 +141,44 @@ func TestPublishTakesAMissingQueueForAFailure(t *testing.T) {
 	}
 	if refused, failed := pe.Undelivered(); len(refused) != 0 || len(failed) != 2 {
 		t.Errorf("refused %v, failed %v; want both messages failed, none refused", refused, failed)
+	}
+}
+
+// TestPublishRetriesWhatIsNotTheMessagesFault plays replies goaws never gives (so a fake
+// server stands in for SQS here): entries SQS failed on its side (SenderFault false) and an
+// entry refused as the sender's fault for something other than what it holds (a KMS key the
+// queue cannot use). Both are failures to retry, not refusals: sending again can help.
+func TestPublishRetriesWhatIsNotTheMessagesFault(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+		switch r.Header.Get("X-Amz-Target") {
+		case "AmazonSQS.GetQueueUrl":
+			fmt.Fprint(w, `{"QueueUrl":"http://sqs.local/000000000000/q"}`)
+		case "AmazonSQS.SendMessageBatch":
+			fmt.Fprint(w, `{"Successful":[],"Failed":[
+				{"Id":"0","SenderFault":false,"Code":"InternalError","Message":"We encountered an internal error."},
+				{"Id":"1","SenderFault":true,"Code":"KmsAccessDenied","Message":"The ciphertext refers to a customer master key that does not exist."}]}`)
+		default:
+			http.Error(w, "unexpected", http.StatusBadRequest)
+		}
+	}))
+	defer srv.Close()
+	cfg := queues.Config{Endpoint: srv.URL, Region: "us-east-1"}
+	awsCfg, err := queues.AWSConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := queues.NewBatchPublisher(queues.NewClient(awsCfg, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = pub.Publish("q", message.NewMessage("a", []byte("a")), message.NewMessage("b", []byte("b")), message.NewMessage("c", []byte("c")))
+	var pe *queues.PublishError
+	if !errors.As(err, &pe) {
+		t.Fatalf("Publish = %v, want a *PublishError", err)
+	}
+	refused, failed := pe.Undelivered()
+	if len(refused) != 0 || len(failed) != 2 || failed[0] == "" || failed[1] == "" {
+		t.Errorf("refused %v, failed %v; want messages 0 and 1 failed (to retry), none refused, 2 delivered", refused, failed)
 	}
 }
