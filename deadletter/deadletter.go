@@ -171,7 +171,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 
 // keptAttributes are the metadata a dead-lettered message keeps whatever else it carries:
 // what names its event and why it was poisoned.
-var keptAttributes = []string{outbox.MetaEventID, outbox.MetaEventType, outbox.MetaTraceParent, middleware.CorrelationIDMetadataKey,
+var keptAttributes = []string{outbox.MetaEventID, outbox.MetaEventType, outbox.MetaSignature, outbox.MetaTraceParent, middleware.CorrelationIDMetadataKey,
 	middleware.ReasonForPoisonedKey, middleware.PoisonedTopicKey, middleware.PoisonedHandlerKey, middleware.PoisonedSubscriberKey}
 
 // fitForSQS makes m's metadata something SQS takes as message attributes, so that the

@@ -34,6 +34,7 @@ type Handler struct {
 	queue string // prefixed name of the queue the function consumes, for dead letters
 	run   router.StageFunc
 	dead  DeadLetters
+	key   []byte // the relay's signing key; nil: signatures are not required
 	log   *slog.Logger
 	now   func() time.Time
 }
@@ -103,6 +104,9 @@ func (h *Handler) process(ctx context.Context, m events.SQSMessage) (rec eventst
 			err = middleware.RecoveredPanicError{V: p, Stacktrace: string(debug.Stack())}
 		}
 	}()
+	if err := router.CheckSignature(h.key, attr(m, outbox.MetaSignature), attr(m, outbox.MetaEventID), attr(m, outbox.MetaEventType), []byte(m.Body)); err != nil {
+		return rec, err
+	}
 	rec, err = eventstore.DecodeMessage([]byte(m.Body))
 	if err != nil {
 		return rec, err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -17,6 +18,7 @@ import (
 	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/outbox"
 )
 
 type fakeDead struct {
@@ -112,3 +114,53 @@ func TestBuildRefusesUnknownStage(t *testing.T) {
 		t.Errorf("Build with STAGE=shipping: %v, want an unknown-stage error", err)
 	}
 }
+
+// TestHandleRefusesUnsignedRecords: with a signing key, a record the relay did not sign
+// never reaches the stage; it is failed (left for the dead-letter queue) and recorded against
+// no order, while a signed one runs.
+func TestHandleRefusesUnsignedRecords(t *testing.T) {
+	key := []byte(strings.Repeat("k", 32))
+	var ran []domain.OrderID
+	var mu sync.Mutex
+	run := func(_ context.Context, rec eventstore.Record) error {
+		mu.Lock()
+		defer mu.Unlock()
+		ran = append(ran, rec.StreamID)
+		return nil
+	}
+	dead := &fakeDead{}
+	h, err := NewHandler("PaymentStatusQueue", run, dead, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.key = key
+	signed := func(id domain.OrderID, k []byte) events.SQSMessage {
+		b := body(t, id, 1)
+		sig := outbox.Signature(k, eventstore.EventID(id, 1), domain.TypeOrderPlaced, []byte(b))
+		return events.SQSMessage{MessageId: fmt.Sprint("m", id), Body: b, Attributes: map[string]string{"ApproximateReceiveCount": "1"},
+			MessageAttributes: map[string]events.SQSMessageAttribute{
+				outbox.MetaEventID:   {DataType: "String", StringValue: strp(eventstore.EventID(id, 1))},
+				outbox.MetaEventType: {DataType: "String", StringValue: strp(domain.TypeOrderPlaced)},
+				outbox.MetaSignature: {DataType: "String", StringValue: strp(sig)},
+			}}
+	}
+	unsigned := signed(2, key)
+	delete(unsigned.MessageAttributes, outbox.MetaSignature)
+	resp, err := h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{signed(1, key), unsigned, signed(3, []byte(strings.Repeat("x", 32)))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.BatchItemFailures) != 2 || !slices.Equal(ran, []domain.OrderID{1}) {
+		t.Errorf("failed %v, ran %v; want m2 and m3 failed, only order 1 run", resp.BatchItemFailures, ran)
+	}
+	if len(dead.letters) != 2 {
+		t.Errorf("%d dead letters, want 2", len(dead.letters))
+	}
+	for _, l := range dead.letters {
+		if l.OrderID != 0 || !strings.Contains(l.Reason, "signature") {
+			t.Errorf("letter %+v: want it attached to no order, with the signature as the reason", l)
+		}
+	}
+}
+
+func strp(s string) *string { return &s }

@@ -41,6 +41,8 @@ type RelayConfig struct {
 	// OnRefused, if set, is called for each message a queue refused once its dead letter is
 	// recorded (to count them).
 	OnRefused func(queue string)
+	// SigningKey, if set, signs every message (MetaSignature), for stages that require it.
+	SigningKey []byte
 }
 
 func (c *RelayConfig) setDefaults() {
@@ -299,6 +301,9 @@ func (r *Relay) publishBatch(queue string, batch []row) (sent []int64, refused [
 		}
 		if rw.traceParent != "" {
 			msgs[i].Metadata.Set(MetaTraceParent, rw.traceParent)
+		}
+		if r.cfg.SigningKey != nil {
+			msgs[i].Metadata.Set(MetaSignature, Signature(r.cfg.SigningKey, rw.eventID, rw.eventType, rw.body))
 		}
 	}
 	err := r.pub.Publish(queue, msgs...)

@@ -15,6 +15,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"orderd/lambdastage"
+	"orderd/outbox"
 	"orderd/queues"
 )
 
@@ -30,6 +31,7 @@ type config struct {
 	MailFrom          string
 	DeclineAboveCents int64
 	MySQLMaxConns     int
+	SigningKey        []byte // MESSAGE_SIGNING_KEY: records the relay did not sign with it are refused
 }
 
 func loadConfig(getenv func(string) string) (config, error) {
@@ -68,13 +70,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if a, err := mail.ParseAddress(c.MailFrom); err != nil || a.Address != c.MailFrom {
 		return c, fmt.Errorf("MAIL_FROM: must be a plain email address, got %q", c.MailFrom)
 	}
+	if c.SigningKey, err = outbox.SigningKey(getenv("MESSAGE_SIGNING_KEY")); err != nil {
+		return c, fmt.Errorf("MESSAGE_SIGNING_KEY: %w", err)
+	}
 	return c, nil
 }
 
 func (c config) stage() lambdastage.Config {
 	return lambdastage.Config{
 		Stage: c.Stage, Queues: queues.Config{Region: c.Region, Prefix: c.QueuePrefix},
-		SMTPAddr: c.SMTPAddr, MailFrom: c.MailFrom, DeclineAboveCents: c.DeclineAboveCents,
+		SMTPAddr: c.SMTPAddr, MailFrom: c.MailFrom, DeclineAboveCents: c.DeclineAboveCents, SigningKey: c.SigningKey,
 	}
 }
 

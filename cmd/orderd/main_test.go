@@ -126,7 +126,7 @@ func dumpTable(t *testing.T, env *testenv.Env, table string) []string {
 func TestRunRejectsBadConfig(t *testing.T) {
 	for key, val := range map[string]string{
 		"MYSQL_DSN": "not a dsn", "SQS_ENDPOINT": "ftp://x", "HTTP_ADDR": "8080", "QUEUE_IN_FLIGHT": "5", "QUEUE_RECEIVERS": "0",
-		"ORDERD_COMPONENTS": "api,billing", "MAIL_FROM": "not-an-address", "QUEUE_PREFIX": "a b",
+		"ORDERD_COMPONENTS": "api,billing", "MAIL_FROM": "not-an-address", "QUEUE_PREFIX": "a b", "MESSAGE_SIGNING_KEY": "short-secret",
 	} {
 		err := run(context.Background(), []string{"serve"}, func(k string) string {
 			if k == key {
@@ -136,6 +136,9 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		}, io.Discard, io.Discard)
 		if err == nil || !strings.HasPrefix(err.Error(), key+":") || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s=%q: want one line naming %s, got %v", key, val, key, err)
+		}
+		if key == "MESSAGE_SIGNING_KEY" && err != nil && strings.Contains(err.Error(), val) {
+			t.Errorf("the error repeats the secret: %v", err)
 		}
 	}
 }

@@ -262,6 +262,52 @@ func TestForgedMessagesChangeNothing(t *testing.T) {
 	t.Logf("5 stale, forged or misrouted messages dead-lettered against no order; orders %d and %d not stuck; %d re-driven", order, next, order)
 }
 
+// TestStagesRefuseUnsignedMessages runs orderd with MESSAGE_SIGNING_KEY: orders complete
+// (every message the relay sends is signed and checked), while a copy of a real message
+// without its signature, or signed with another key, is dead-lettered against no order and
+// changes nothing.
+func TestStagesRefuseUnsignedMessages(t *testing.T) {
+	env := testenv.New(t).WithMessaging(t)
+	mailDomain := env.ID + ".example"
+	srv := startOrderd(t, env, map[string]string{"MAIL_FROM": "orders@" + mailDomain, "MESSAGE_SIGNING_KEY": strings.Repeat("s3cret", 8)})
+	p, ok := placeOne(t, srv.URL, mailDomain, 1)
+	if !ok {
+		t.FailNow()
+	}
+	waitFinished(t, env, 1, 30*time.Second)
+	id := domain.OrderID(p.id)
+	rec, _, err := plantStore(t, env).Load(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paid, err := json.Marshal(rec[1]) // the message the relay sent the inventory stage
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventID := eventstore.EventID(id, 2)
+	send := queueSender(t, env)
+	send(queues.InventoryQueue, string(paid), map[string]string{outbox.MetaEventID: eventID, outbox.MetaEventType: domain.TypePaymentCompleted})
+	send(queues.InventoryQueue, string(paid), map[string]string{outbox.MetaEventID: eventID, outbox.MetaEventType: domain.TypePaymentCompleted,
+		outbox.MetaSignature: outbox.Signature([]byte(strings.Repeat("other", 8)), eventID, domain.TypePaymentCompleted, paid)})
+	for _, want := range []string{"signature: is missing", "signature: does not match"} {
+		waitFor(t, 30*time.Second, "a dead letter saying "+want, func() (bool, string) {
+			n := env.Count(t, `SELECT COUNT(*) FROM dead_letters WHERE order_id IS NULL AND event_id = ? AND reason LIKE CONCAT('%', ?, '%')`, eventID, want)
+			return n == 1, strings.Join(env.Strings(t, `SELECT reason FROM dead_letters`), "; ")
+		})
+	}
+	if n := env.Count(t, `SELECT COUNT(*) FROM events WHERE stream_id = ?`, id); n != len(rec) {
+		t.Errorf("order %d has %d events, want the %d it had", id, n, len(rec))
+	}
+	dead, err := deadletter.NewLog(env.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := dead.Stuck(context.Background(), id, len(rec)); err != nil || l != nil {
+		t.Errorf("order %d is shown stuck: %+v, %v", id, l, err)
+	}
+	t.Logf("order %d completed on signed messages; an unsigned copy and a copy signed with another key were dead-lettered against no order", id)
+}
+
 // placeSeed places an order through the seed's call and returns its id.
 func placeSeed(t *testing.T, baseURL, name string) domain.OrderID {
 	t.Helper()

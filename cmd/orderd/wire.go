@@ -190,7 +190,7 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 			return nil, err
 		}
 		countRefused := func(queue string) { s.metrics.RelayRefused.WithLabelValues(queue).Inc() }
-		if s.relay, err = outbox.NewRelay(s.db, batchPub, refused, log, outbox.RelayConfig{Recover: recreate, OnRefused: countRefused}); err != nil {
+		if s.relay, err = outbox.NewRelay(s.db, batchPub, refused, log, outbox.RelayConfig{Recover: recreate, OnRefused: countRefused, SigningKey: cfg.SigningKey}); err != nil {
 			return nil, err
 		}
 		s.store.OnCommit(func([]eventstore.Record) { s.relay.Kick() })
@@ -255,7 +255,7 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 		return err
 	}
 	s.router, err = router.New(router.Config{Queues: qcfg,
-		HandlerTimeout: s.cfg.HandlerTimeout, Retries: s.cfg.Retries}, sub, dlqPub, s.metrics, s.log, enabled...)
+		HandlerTimeout: s.cfg.HandlerTimeout, Retries: s.cfg.Retries, SigningKey: s.cfg.SigningKey}, sub, dlqPub, s.metrics, s.log, enabled...)
 	if err != nil {
 		return err
 	}
