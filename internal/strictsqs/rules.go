@@ -27,6 +27,7 @@ type Error struct {
 	Message string
 }
 
+// Error implements error: the code and the message, as SDKs print them.
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // The refusals, with the codes and types real SQS answers with (the JSON protocol with its
