@@ -8,7 +8,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -16,6 +21,7 @@ import (
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/outbox"
+	"orderd/queues"
 )
 
 // Letter is one dead-lettered message as recorded in MySQL.
@@ -40,18 +46,59 @@ func NewLog(db *sql.DB) (*Log, error) {
 	return &Log{db: db}, nil
 }
 
-// Record stores l.
-func (lg *Log) Record(ctx context.Context, l Letter) error {
+// The widths of dead_letters' columns (in characters), and the most of a reason kept: a
+// letter is recorded whatever the message held, cut to fit.
+const (
+	queueWidth     = 80
+	eventIDWidth   = 40
+	eventTypeWidth = 64
+	// MaxReasonLen bounds a recorded reason: enough for any error orderd or SQS words, and
+	// no room for a message to fill the table through the text of its own refusal.
+	MaxReasonLen = 2000
+)
+
+// execer is what a letter is written through: the pool, or the relay's transaction.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Record stores l. Whatever the message that made it held, the letter fits: text is cut to
+// its column (invalid UTF-8 replaced), and an order id or version out of the columns' range
+// (no such order can exist) is not attached to any order; the event id still names it.
+func (lg *Log) Record(ctx context.Context, l Letter) error { return record(ctx, lg.db, l) }
+
+// RecordRefused implements outbox.DeadLetters: it records, in the relay's transaction, a row
+// whose message the queue refused, attached to the order it is about.
+func (lg *Log) RecordRefused(ctx context.Context, tx *sql.Tx, r outbox.Refusal) error {
+	l := Letter{Queue: r.Queue, EventID: r.EventID, EventType: r.EventType, Reason: "refused by SQS: " + r.Reason, DeadAt: time.Now().UTC()}
+	if rec, err := eventstore.DecodeMessage(r.Body); err == nil {
+		l.OrderID, l.Version = rec.StreamID, rec.Version
+	}
+	return record(ctx, tx, l)
+}
+
+func record(ctx context.Context, db execer, l Letter) error {
 	var order, version any
-	if l.OrderID > 0 {
+	if l.OrderID > 0 && l.OrderID <= math.MaxInt32 && l.Version > 0 && l.Version <= math.MaxInt32 {
 		order, version = l.OrderID, l.Version
 	}
-	_, err := lg.db.ExecContext(ctx, `INSERT INTO dead_letters (order_id, version, queue, event_id, event_type, reason, dead_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, order, version, l.Queue, l.EventID, l.EventType, l.Reason, l.DeadAt)
+	_, err := db.ExecContext(ctx, `INSERT INTO dead_letters (order_id, version, queue, event_id, event_type, reason, dead_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, order, version, fit(l.Queue, queueWidth), fit(l.EventID, eventIDWidth),
+		fit(l.EventType, eventTypeWidth), fit(l.Reason, MaxReasonLen), l.DeadAt)
 	if err != nil {
-		return fmt.Errorf("record dead letter %s: %w", l.EventID, err)
+		return fmt.Errorf("record dead letter %s: %w", fit(l.EventID, eventIDWidth), err)
 	}
 	return nil
+}
+
+// fit returns s as valid UTF-8 of at most n characters, marking a cut with "…".
+func fit(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
 }
 
 // Stuck returns the dead letter that holds the order at its current version, if any: an
@@ -69,6 +116,13 @@ func (lg *Log) Stuck(ctx context.Context, id domain.OrderID, version int) (*Lett
 	}
 	return &l, nil
 }
+
+// MetaDetached marks a poisoned message that is not what holds its order: it claims an event
+// the order's log does not hold as its latest (stale, forged), or went to a stage that does not
+// act on it (domain.ErrNotTrigger). Its letter names the event it claims but is attached to no
+// order, so the order is not shown stuck and the sweeper still re-drives it. The key never
+// leaves the process: Publish removes it.
+const MetaDetached = "orderd_detached"
 
 // Publisher is the publisher Watermill's PoisonQueue middleware hands poisoned messages to:
 // it records the letter in MySQL, then publishes it to the dead-letter queue. If either
@@ -97,7 +151,10 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		}
 		// The body may be what made the message poisonous; take what can be read of it.
 		if rec, err := eventstore.DecodeMessage(m.Payload); err == nil {
-			l.OrderID, l.Version, l.EventID, l.EventType = rec.StreamID, rec.Version, rec.EventID(), rec.Type
+			l.EventID, l.EventType = rec.EventID(), rec.Type
+			if m.Metadata.Get(MetaDetached) == "" {
+				l.OrderID, l.Version = rec.StreamID, rec.Version
+			}
 		}
 		// The message's context is spent by now: Watermill's Timeout middleware, inside
 		// PoisonQueue, cancels it as the handler returns. Keep its values, not its end.
@@ -107,14 +164,50 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		if err != nil {
 			return err
 		}
-		// Each metadata entry becomes an SQS message attribute, and SQS refuses empty ones.
-		for k, v := range m.Metadata {
-			if v == "" {
-				delete(m.Metadata, k)
-			}
-		}
+		fitForSQS(m)
 	}
 	return p.pub.Publish(topic, msgs...)
+}
+
+// keptAttributes are the metadata a dead-lettered message keeps whatever else it carries:
+// what names its event and why it was poisoned.
+var keptAttributes = []string{outbox.MetaEventID, outbox.MetaEventType, outbox.MetaSignature, outbox.MetaTraceParent, middleware.CorrelationIDMetadataKey,
+	middleware.ReasonForPoisonedKey, middleware.PoisonedTopicKey, middleware.PoisonedHandlerKey, middleware.PoisonedSubscriberKey}
+
+// fitForSQS makes m's metadata something SQS takes as message attributes, so that the
+// dead-letter queue never refuses the letter (which would send the message round again): no
+// empty value (SQS refuses them), no character SQS refuses (the reason may quote the
+// message), a bounded reason, and at most 10 attributes with Watermill's own uuid — the
+// keys that say what the letter is first, then others in name order while they fit.
+func fitForSQS(m *message.Message) {
+	delete(m.Metadata, MetaDetached)
+	if r := m.Metadata.Get(middleware.ReasonForPoisonedKey); r != "" {
+		m.Metadata.Set(middleware.ReasonForPoisonedKey, fit(r, MaxReasonLen))
+	}
+	for k, v := range m.Metadata {
+		if v == "" {
+			delete(m.Metadata, k)
+		} else {
+			m.Metadata[k] = queues.Sanitize(v)
+		}
+	}
+	const room = queues.MaxAttributes - 1 // one is Watermill's uuid
+	if len(m.Metadata) <= room {
+		return
+	}
+	keep := message.Metadata{}
+	for _, k := range keptAttributes {
+		if v, ok := m.Metadata[k]; ok {
+			keep[k] = v
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.Metadata)) {
+		if len(keep) == room {
+			break
+		}
+		keep[k] = m.Metadata[k]
+	}
+	m.Metadata = keep
 }
 
 // Close implements message.Publisher; the underlying publisher is closed by its owner.

@@ -74,3 +74,10 @@ func ErrorKind(err error) Kind {
 // longer be taken (the order moved on). Consumers treat it as "nothing to do": it is how a
 // redelivered message turns into a no-op.
 var ErrStepNotDue = &Error{Kind: KindConflict, Message: "step not due in the order's current state"}
+
+// ErrNotTrigger marks a message that is not what drives its order on: it claims an event the
+// order's log does not hold as its latest (a stale, forged or foreign message: an order that
+// does not exist, a version beyond the stream, another type at that version), or it went to a
+// stage that does not act on its event. Such a message changes nothing; consumers dead-letter
+// it without attaching it to the order, which it cannot be holding up.
+var ErrNotTrigger = errors.New("stale, forged or misrouted message")

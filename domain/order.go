@@ -67,6 +67,7 @@ type Order struct {
 	emailSent     bool
 	emailFailed   bool // the mail server refused the notification for good
 	paymentID     string
+	lastType      string // the type of the latest event
 }
 
 // Rehydrate rebuilds an order from its history, oldest first.
@@ -80,6 +81,7 @@ func Rehydrate(id OrderID, history []Event) *Order {
 
 func (o *Order) apply(e Event) {
 	o.version++
+	o.lastType = e.EventType()
 	switch e := e.(type) {
 	case OrderPlaced:
 		o.customerName, o.customerEmail = e.CustomerName, e.CustomerEmail
@@ -115,6 +117,9 @@ func (o *Order) ID() OrderID { return o.id }
 
 // Version is the number of events on the order's stream.
 func (o *Order) Version() int { return o.version }
+
+// LastEventType is the type of the order's latest event: the one that made its next step due.
+func (o *Order) LastEventType() string { return o.lastType }
 
 // Exists reports whether the order has been placed.
 func (o *Order) Exists() bool { return o.version > 0 }

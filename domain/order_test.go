@@ -250,6 +250,9 @@ func TestState(t *testing.T) {
 			if got, want := o.Exists(), len(tc.given) > 0; got != want {
 				t.Errorf("Exists = %v, want %v", got, want)
 			}
+			if n := len(tc.given); n > 0 && o.LastEventType() != tc.given[n-1].EventType() {
+				t.Errorf("LastEventType = %q, want %q", o.LastEventType(), tc.given[n-1].EventType())
+			}
 			if o.ID() != orderID {
 				t.Errorf("ID = %d, want %d", o.ID(), orderID)
 			}

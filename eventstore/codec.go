@@ -78,7 +78,7 @@ func encodeEvent(e domain.Event) (string, int, []byte, error) {
 func decodeEvent(typ string, version int, payload []byte) (domain.Event, error) {
 	s, ok := schemas[typ]
 	if !ok {
-		return nil, domain.Invalid("type", "unknown event type %q", typ)
+		return nil, domain.Invalid("type", "unknown event type %.80q", typ) // quoted cut: it is whatever a message said
 	}
 	if version == 0 {
 		version = s.version

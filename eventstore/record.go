@@ -83,6 +83,10 @@ func DecodeMessage(b []byte) (Record, error) {
 		return Record{}, domain.Invalid("version", "is missing or not positive")
 	case w.Type == "":
 		return Record{}, domain.Invalid("type", "is missing")
+	case w.EventID != "" && w.EventID != EventID(w.OrderID, w.Version):
+		// The id is derived from stream and version; a message whose id says otherwise was
+		// not written by the log.
+		return Record{}, domain.Invalid("eventId", "%.80q is not the id of version %d of order %d", w.EventID, w.Version, w.OrderID)
 	}
 	e, err := decodeEvent(w.Type, w.SchemaVersion, w.Data)
 	if err != nil {

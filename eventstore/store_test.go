@@ -930,6 +930,7 @@ func TestDecodeMessage(t *testing.T) {
 		{"missing data", `{"orderId":7,"version":1,"type":"OrderPlaced","schemaVersion":2}`, "data"},
 		{"data of the wrong shape", `{"orderId":7,"version":1,"type":"OrderPlaced","schemaVersion":2,"data":{"customerName":5}}`, "data"},
 		{"schema from the future", `{"orderId":7,"version":1,"type":"OrderPlaced","schemaVersion":3,"data":{}}`, "schemaVersion"},
+		{"another event's id", `{"eventId":"7-2","orderId":7,"version":1,"type":"OrderPlaced","data":{}}`, "eventId"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -34,6 +34,8 @@ type Config struct {
 	SMTP              mail.SMTPConfig // the mail server, credentials and TLS (the email stage's)
 	MailFrom          string
 	DeclineAboveCents int64
+	// SigningKey, if set, makes the function refuse records the relay did not sign with it.
+	SigningKey []byte
 }
 
 // Function is one stage's Lambda handler with what it holds open.
@@ -93,5 +95,6 @@ func Build(db *sql.DB, cfg Config, log *slog.Logger) (*Function, error) {
 		mailer.Close()
 		return nil, err
 	}
+	h.key = cfg.SigningKey
 	return &Function{Handler: h, mailer: mailer}, nil
 }

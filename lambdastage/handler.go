@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"orderd/deadletter"
+	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/outbox"
 	"orderd/router"
@@ -33,6 +34,7 @@ type Handler struct {
 	queue string // prefixed name of the queue the function consumes, for dead letters
 	run   router.StageFunc
 	dead  DeadLetters
+	key   []byte // the relay's signing key; nil: signatures are not required
 	log   *slog.Logger
 	now   func() time.Time
 }
@@ -102,6 +104,9 @@ func (h *Handler) process(ctx context.Context, m events.SQSMessage) (rec eventst
 			err = middleware.RecoveredPanicError{V: p, Stacktrace: string(debug.Stack())}
 		}
 	}()
+	if err := router.CheckSignature(h.key, attr(m, outbox.MetaSignature), attr(m, outbox.MetaEventID), attr(m, outbox.MetaEventType), []byte(m.Body)); err != nil {
+		return rec, err
+	}
 	rec, err = eventstore.DecodeMessage([]byte(m.Body))
 	if err != nil {
 		return rec, err
@@ -115,7 +120,10 @@ func (h *Handler) letter(m events.SQSMessage, rec eventstore.Record, err error) 
 		Reason: err.Error(), DeadAt: h.now().UTC(),
 	}
 	if rec.StreamID > 0 {
-		l.OrderID, l.Version, l.EventID, l.EventType = rec.StreamID, rec.Version, rec.EventID(), rec.Type
+		l.EventID, l.EventType = rec.EventID(), rec.Type
+		if !errors.Is(err, domain.ErrNotTrigger) { // a stale or forged message holds up no order
+			l.OrderID, l.Version = rec.StreamID, rec.Version
+		}
 	}
 	if l.EventID == "" {
 		l.EventID = truncate("sqs:"+m.MessageId, 40) // the column is NOT NULL, VARCHAR(40)

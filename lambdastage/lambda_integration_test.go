@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/internal/mailpit"
@@ -80,7 +81,11 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.relay, err = outbox.NewRelay(env.DB, pub, log, outbox.RelayConfig{}); err != nil {
+	dead, err := deadletter.NewLog(env.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.relay, err = outbox.NewRelay(env.DB, pub, dead, log, outbox.RelayConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	writer, err := outbox.NewWriter(router.Route(r.qcfg))

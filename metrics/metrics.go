@@ -40,6 +40,9 @@ type Metrics struct {
 	// CommitOrders observes how many orders each event-log commit appended to: the size of
 	// the store's commit groups.
 	CommitOrders prometheus.Histogram
+	// RelayRefused counts the messages SQS refused for what they hold, which the relay turned
+	// into dead letters, by queue. Each is an order waiting for a person.
+	RelayRefused *prometheus.CounterVec
 }
 
 // New returns the metrics with Go runtime and process metrics registered too.
@@ -62,8 +65,10 @@ func New() *Metrics {
 			Help: "HTTP requests to SQS, by operation (each retry counts)."}, []string{"operation"}),
 		CommitOrders: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "commit_orders",
 			Help: "Orders appended to per event-log commit (concurrent appends share a commit).", Buckets: prometheus.ExponentialBuckets(1, 2, 7)}),
+		RelayRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "relay_refused_total",
+			Help: "Messages SQS refused for what they hold, dead-lettered by the relay, by queue."}, []string{"queue"}),
 	}
-	m.registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.StageMessages, m.StageRetries, m.StageDuration, m.EventsAppended, m.CommitOrders, m.SQSRequests,
+	m.registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.StageMessages, m.StageRetries, m.StageDuration, m.EventsAppended, m.CommitOrders, m.SQSRequests, m.RelayRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

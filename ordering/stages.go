@@ -151,13 +151,13 @@ func (s *Stages) mailDomain() string {
 
 func money(cents int64) string { return fmt.Sprintf("%d.%02d", cents/100, cents%100) }
 
-// run checks the trigger's type and lets decide act on the order; writes says whether decide
-// writes through the transaction (only then does the store need to isolate its writes). A
-// step that is not due is a redelivery: it is logged and acknowledged.
+// run checks the trigger against the order's log and lets decide act on the order; writes
+// says whether decide writes through the transaction (only then does the store need to
+// isolate its writes). A step that is not due is a redelivery: it is logged and
+// acknowledged. A trigger that is not the order's latest event as the log holds it, or that
+// this stage does not act on, is refused as domain.ErrNotTrigger: it changes nothing, and it
+// is dead-lettered without holding up the order.
 func (s *Stages) run(ctx context.Context, stage string, trigger eventstore.Record, accepts []string, writes bool, decide eventstore.DecideTx) error {
-	if !slices.Contains(accepts, trigger.Type) {
-		return domain.Invalid("type", "the %s stage does not handle %s events", stage, trigger.Type)
-	}
 	md := eventstore.Metadata{CorrelationID: trigger.Metadata.CorrelationID, CausationID: trigger.EventID(), TraceParent: tracing.Parent(ctx)}
 	update := s.store.UpdateTx
 	if !writes {
@@ -168,12 +168,17 @@ func (s *Stages) run(ctx context.Context, stage string, trigger eventstore.Recor
 	_, err := update(ctx, trigger.StreamID, md, func(ctx context.Context, tx eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 		// Every step is due because of the stream's latest event, so only that event may
 		// drive it: an older one is a redelivery whose step was taken (a stale OrderPlaced
-		// must not drive the refund that InventoryReservationFailed made due).
+		// must not drive the refund that InventoryReservationFailed made due). The log, not
+		// the message, says what that event is: the message must name it exactly.
 		switch {
 		case trigger.Version > o.Version():
-			return nil, domain.Invalid("version", "names version %d of order %d, which has only %d events", trigger.Version, o.ID(), o.Version())
+			return nil, notTrigger("version", "names version %d of order %d, which has only %d events", trigger.Version, o.ID(), o.Version())
 		case trigger.Version < o.Version():
 			return nil, domain.ErrStepNotDue
+		case trigger.Type != o.LastEventType():
+			return nil, notTrigger("type", "names %s as version %d of order %d, whose log has %s there", trigger.Type, trigger.Version, o.ID(), o.LastEventType())
+		case !slices.Contains(accepts, trigger.Type):
+			return nil, notTrigger("type", "the %s stage does not handle %s events", stage, trigger.Type)
 		}
 		return decide(ctx, tx, o)
 	})
@@ -181,8 +186,17 @@ func (s *Stages) run(ctx context.Context, stage string, trigger eventstore.Recor
 		s.log.DebugContext(ctx, "step not due; redelivery ignored", "stage", stage, "order_id", trigger.StreamID, "event_id", trigger.EventID(), "correlation_id", trigger.Metadata.CorrelationID)
 		return nil
 	}
+	if domain.ErrorKind(err) == domain.KindNotFound && !errors.Is(err, domain.ErrNotTrigger) {
+		err = fmt.Errorf("%w: %w", domain.ErrNotTrigger, err) // no log holds the event it claims
+	}
 	if err != nil {
 		return fmt.Errorf("%s stage, order %d: %w", stage, trigger.StreamID, err)
 	}
 	return nil
+}
+
+// notTrigger is the error of a message that is not its order's trigger; it is permanent
+// (KindInvalid) and marked domain.ErrNotTrigger.
+func notTrigger(field, format string, args ...any) error {
+	return fmt.Errorf("%w: %w", domain.ErrNotTrigger, domain.Invalid(field, format, args...))
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/internal/testenv"
@@ -38,8 +39,13 @@ type rig struct {
 
 func newRig(t *testing.T, hooks ...eventstore.Hook) *rig {
 	t.Helper()
+	return newRigAt(t, testenv.Require(t, "SQS_ENDPOINT"), hooks...)
+}
+
+// newRigAt is newRig with the queues at endpoint.
+func newRigAt(t *testing.T, endpoint string, hooks ...eventstore.Hook) *rig {
+	t.Helper()
 	env := testenv.New(t)
-	endpoint := testenv.Require(t, "SQS_ENDPOINT")
 	ctx := ctxFor(t)
 	qcfg := queues.Config{Endpoint: endpoint, Region: "us-east-1", Prefix: env.QueuePrefix, VisibilityTimeout: 30 * time.Second, MaxReceiveCount: 5}
 	awsCfg, err := queues.AWSConfig(ctx, qcfg)
@@ -84,7 +90,11 @@ func ctxFor(t *testing.T) context.Context {
 
 func (r *rig) relay(t *testing.T, pub message.Publisher, cfg outbox.RelayConfig) *outbox.Relay {
 	t.Helper()
-	rl, err := outbox.NewRelay(r.env.DB, pub, slog.New(slog.NewTextHandler(t.Output(), nil)), cfg)
+	dead, err := deadletter.NewLog(r.env.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := outbox.NewRelay(r.env.DB, pub, dead, slog.New(slog.NewTextHandler(t.Output(), nil)), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

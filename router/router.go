@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/metrics"
@@ -58,6 +59,9 @@ type Config struct {
 	// Retries is how often a failing message is retried in process before it is nacked
 	// (and comes back after the visibility timeout).
 	Retries int
+	// SigningKey, if set, makes every stage refuse a message the relay did not sign with it
+	// (see CheckSignature).
+	SigningKey []byte
 }
 
 // New returns a Watermill router that feeds each stage from its queue. Messages that can
@@ -101,7 +105,7 @@ func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, m *metric
 		// One handler per queue: the router runs each message in a goroutine of its own,
 		// and the subscriber hands out a batch without waiting for acks (bounded by its
 		// in-flight limit), so one subscription is as concurrent as the subscriber allows.
-		h := r.AddNoPublisherHandler(st.Name, queue, sub, handle(st, m, log))
+		h := r.AddNoPublisherHandler(st.Name, queue, sub, handle(st, cfg.SigningKey, m, log))
 		// Outermost first: dead-letter what retries cannot fix; retry what they can;
 		// bound each attempt; turn panics into errors.
 		h.AddMiddleware(poison, retry.Middleware, middleware.Timeout(cfg.HandlerTimeout), middleware.Recoverer)
@@ -109,15 +113,19 @@ func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, m *metric
 	return r, nil
 }
 
-// handle adapts a stage to a Watermill handler: decode the message, run the stage, and
-// account for the attempt.
-func handle(st Stage, m *metrics.Metrics, log *slog.Logger) message.NoPublishHandlerFunc {
+// handle adapts a stage to a Watermill handler: check the message's signature (with a key),
+// decode it, run the stage, and account for the attempt.
+func handle(st Stage, key []byte, m *metrics.Metrics, log *slog.Logger) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		start := time.Now()
 		// The stage's span continues the trace of the append that produced the message.
 		ctx, span := tracing.Start(tracing.FromParent(msg.Context(), msg.Metadata.Get(outbox.MetaTraceParent)), "stage "+st.Queue, trace.SpanKindConsumer)
 		defer span.End()
-		rec, err := eventstore.DecodeMessage(msg.Payload)
+		var rec eventstore.Record
+		err := CheckSignature(key, msg.Metadata.Get(outbox.MetaSignature), msg.Metadata.Get(outbox.MetaEventID), msg.Metadata.Get(outbox.MetaEventType), msg.Payload)
+		if err == nil {
+			rec, err = eventstore.DecodeMessage(msg.Payload)
+		}
 		if err == nil {
 			span.SetAttributes(attribute.Int64("order.id", int64(rec.StreamID)), attribute.String("event.id", rec.EventID()), attribute.String("event.type", rec.Type))
 			err = st.Run(ctx, rec)
@@ -134,10 +142,28 @@ func handle(st Stage, m *metrics.Metrics, log *slog.Logger) message.NoPublishHan
 		if !IsPermanent(err) {
 			m.StageMessages.WithLabelValues(st.Queue, "failed").Inc()
 		}
+		if errors.Is(err, domain.ErrNotTrigger) {
+			// Dead-lettered, but not what holds its order up: see deadletter.MetaDetached.
+			msg.Metadata.Set(deadletter.MetaDetached, "true")
+		}
 		log.WarnContext(ctx, "stage failed", "stage", st.Queue, "order_id", rec.StreamID, "event_id", msg.UUID,
 			"correlation_id", middleware.MessageCorrelationID(msg), "permanent", IsPermanent(err), "error", err)
 		return err
 	}
+}
+
+// CheckSignature returns nil if key is nil (signatures are not required) or sig is the
+// relay's signature of the message under key; otherwise an error that dead-letters the
+// message as one that is not its order's trigger (domain.ErrNotTrigger).
+func CheckSignature(key []byte, sig, eventID, eventType string, body []byte) error {
+	if key == nil || outbox.VerifySignature(key, sig, eventID, eventType, body) {
+		return nil
+	}
+	what := "does not match the message"
+	if sig == "" {
+		what = "is missing"
+	}
+	return fmt.Errorf("%w: %w", domain.ErrNotTrigger, domain.Invalid(outbox.MetaSignature, "%s: the relay did not send this message", what))
 }
 
 // IsPermanent reports whether err is one that no retry can fix, so the message must be

@@ -17,6 +17,7 @@ import (
 
 	"orderd/lambdastage"
 	"orderd/mail"
+	"orderd/outbox"
 	"orderd/queues"
 )
 
@@ -38,6 +39,7 @@ type config struct {
 	SMTPUsername, SMTPPassword string
 	SMTPSecretARN              string
 	SMTPTLS                    mail.TLSMode
+	SigningKey                 []byte // MESSAGE_SIGNING_KEY: records the relay did not sign with it are refused
 }
 
 func loadConfig(getenv func(string) string) (config, error) {
@@ -87,6 +89,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if err := checkSMTP(c.smtp(c.SMTPUsername, c.SMTPPassword)); err != nil {
 		return c, err
 	}
+	if c.SigningKey, err = outbox.SigningKey(getenv("MESSAGE_SIGNING_KEY")); err != nil {
+		return c, fmt.Errorf("MESSAGE_SIGNING_KEY: %w", err)
+	}
 	return c, nil
 }
 
@@ -131,7 +136,7 @@ func (c config) stage(ctx context.Context, sm secretGetter) (lambdastage.Config,
 	}
 	return lambdastage.Config{
 		Stage: c.Stage, Queues: queues.Config{Region: c.Region, Prefix: c.QueuePrefix},
-		SMTP: c.smtp(username, password), MailFrom: c.MailFrom, DeclineAboveCents: c.DeclineAboveCents,
+		SMTP: c.smtp(username, password), MailFrom: c.MailFrom, DeclineAboveCents: c.DeclineAboveCents, SigningKey: c.SigningKey,
 	}, nil
 }
 

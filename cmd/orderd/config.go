@@ -19,6 +19,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"orderd/mail"
+	"orderd/outbox"
 	"orderd/queues"
 )
 
@@ -41,7 +42,7 @@ var configKeys = []string{
 	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "QUEUE_RECEIVERS", "QUEUE_IN_FLIGHT", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
 	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
 	"READY_MAX_LAG", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-	"GOGC", "GOMEMLIMIT", "OPERATOR_PASSWORD",
+	"GOGC", "GOMEMLIMIT", "OPERATOR_PASSWORD", "MESSAGE_SIGNING_KEY",
 }
 
 // The garbage collector's settings for `orderd serve` unless GOGC or GOMEMLIMIT say otherwise.
@@ -90,6 +91,9 @@ type config struct {
 	// that nothing is ever served open; `serve` prints it once on stdout.
 	OperatorPassword          secret
 	OperatorPasswordGenerated bool
+	// SigningKey, when set, signs every message the relay sends and makes the stages refuse
+	// messages without a valid signature; nil signs and checks nothing.
+	SigningKey []byte
 
 	// VisibilityTimeout is how long SQS hides a received message; a message whose handler
 	// died comes back after it. HandlerTimeout is derived from it so that every in-process
@@ -171,6 +175,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.RedriveAfter, err = time.ParseDuration(get("REDRIVE_AFTER", "30s")); err != nil || c.RedriveAfter < time.Second {
 		return config{}, fmt.Errorf("REDRIVE_AFTER: must be a duration of at least 1s (e.g. 30s, 2m), got %q", getenv("REDRIVE_AFTER"))
+	}
+	if c.SigningKey, err = outbox.SigningKey(getenv("MESSAGE_SIGNING_KEY")); err != nil {
+		return config{}, fmt.Errorf("MESSAGE_SIGNING_KEY: %w", err) // the key itself is never repeated
 	}
 	return c, c.validate()
 }

@@ -171,7 +171,7 @@ func duplicatesSeam(t *testing.T, env *testenv.Env, mailDomain string) *duplicat
 	must(t, err)
 
 	d := &duplicates{gateway: &recordingGateway{inner: payment.Simulated{DeclineAboveCents: cfg.DeclineAboveCents}}, delivered: map[string]int{}}
-	relay, err := outbox.NewRelay(db, &publishTwice{Publisher: pub, sent: &d.published}, log, outbox.RelayConfig{PollInterval: 20 * time.Millisecond})
+	relay, err := outbox.NewRelay(db, &publishTwice{Publisher: pub, sent: &d.published}, deadLog, log, outbox.RelayConfig{PollInterval: 20 * time.Millisecond})
 	must(t, err)
 	store.OnCommit(func([]eventstore.Record) { relay.Kick() })
 	stages, err := ordering.NewStages(ordering.StagesConfig{Store: store, Catalog: catalog, Gateway: d.gateway,

@@ -129,7 +129,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	for key, val := range map[string]string{
 		"MYSQL_DSN": "not a dsn", "SQS_ENDPOINT": "ftp://x", "HTTP_ADDR": "8080", "QUEUE_IN_FLIGHT": "5", "QUEUE_RECEIVERS": "0",
 		"ORDERD_COMPONENTS": "api,billing", "MAIL_FROM": "not-an-address", "QUEUE_PREFIX": "a b",
-		"CORS_ALLOWED_ORIGINS": "*", "OPERATOR_PASSWORD": "short",
+		"CORS_ALLOWED_ORIGINS": "*", "OPERATOR_PASSWORD": "short", "MESSAGE_SIGNING_KEY": "short-secret",
 	} {
 		err := run(context.Background(), []string{"serve"}, func(k string) string {
 			if k == key {
@@ -139,6 +139,9 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		}, io.Discard, io.Discard)
 		if err == nil || !strings.HasPrefix(err.Error(), key+":") || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s=%q: want one line naming %s, got %v", key, val, key, err)
+		}
+		if key == "MESSAGE_SIGNING_KEY" && err != nil && strings.Contains(err.Error(), val) {
+			t.Errorf("the error repeats the secret: %v", err)
 		}
 	}
 }

@@ -36,8 +36,8 @@ func (secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 // line it happens to occur in, and guards nothing.
 const minRedacted = 4
 
-// secrets returns every secret of the configuration: its secret-typed fields, the password in
-// MYSQL_DSN, and the user and password in SQS_ENDPOINT.
+// secrets returns every secret of the configuration: its secret-typed fields, the message
+// signing key, the password in MYSQL_DSN, and the user and password in SQS_ENDPOINT.
 func (c config) secrets() []string {
 	var out []string
 	v := reflect.ValueOf(c)
@@ -46,6 +46,7 @@ func (c config) secrets() []string {
 			out = append(out, s.reveal())
 		}
 	}
+	out = append(out, string(c.SigningKey))
 	if mc, err := mysql.ParseDSN(c.MySQLDSN); err == nil {
 		out = append(out, mc.Passwd)
 	}

@@ -26,8 +26,8 @@ import (
 // OPERATOR_PASSWORD nothing is served open.
 
 // TestSecretsNeverLogged runs orderd as a child process with a password in MYSQL_DSN (a
-// MySQL user of the test's own), a user and password in SQS_ENDPOINT and an operator
-// password, places an order through the whole pipeline (so every secret was used), makes it
+// MySQL user of the test's own), a user and password in SQS_ENDPOINT, an operator
+// password and a message signing key, places an order through the whole pipeline (so every secret was used), makes it
 // answer errors, then starts it twice with one secret wrong so that it fails, and looks for
 // every secret in everything it wrote, stdout and stderr.
 func TestSecretsNeverLogged(t *testing.T) {
@@ -36,6 +36,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	user, dbPassword := "u"+env.ID, "db-secret-"+env.ID
 	sqsUser, sqsPassword := "sqs-user-"+env.ID, "sqs-secret-"+env.ID
 	operatorPassword := "operator-secret-" + env.ID
+	signingKey := "signing-key-of-at-least-32-bytes-" + env.ID
 	// MariaDB matches a TCP client from 127.0.0.1 to 'localhost' or '127.0.0.1' before '%'.
 	for _, host := range []string{"%", "localhost", "127.0.0.1"} {
 		env.MustExec(t, fmt.Sprintf("CREATE USER '%s'@'%s' IDENTIFIED BY '%s'", user, host, dbPassword))
@@ -52,10 +53,10 @@ func TestSecretsNeverLogged(t *testing.T) {
 	mailDomain := env.ID + ".example"
 	environ := childEnviron(env, map[string]string{
 		"MYSQL_DSN": mc.FormatDSN(), "SQS_ENDPOINT": sqsURL, "OPERATOR_PASSWORD": operatorPassword,
-		"HTTP_ADDR": addr, "MAIL_FROM": "orders@" + mailDomain,
+		"HTTP_ADDR": addr, "MAIL_FROM": "orders@" + mailDomain, "MESSAGE_SIGNING_KEY": signingKey,
 	})
 	environ = append(environ, "AWS_ACCESS_KEY_ID=dummy", "AWS_SECRET_ACCESS_KEY=dummy")
-	secrets := []string{dbPassword, sqsUser, sqsPassword, operatorPassword}
+	secrets := []string{dbPassword, sqsUser, sqsPassword, operatorPassword, signingKey}
 
 	proc := testenv.StartProcess(t, "orderd", []string{bin, "serve"}, environ, addr)
 	base := "http://" + addr

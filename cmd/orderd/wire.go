@@ -192,7 +192,12 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 		if err != nil {
 			return nil, err
 		}
-		if s.relay, err = outbox.NewRelay(s.db, batchPub, log, outbox.RelayConfig{Recover: recreate}); err != nil {
+		refused, err := deadletter.NewLog(s.db)
+		if err != nil {
+			return nil, err
+		}
+		countRefused := func(queue string) { s.metrics.RelayRefused.WithLabelValues(queue).Inc() }
+		if s.relay, err = outbox.NewRelay(s.db, batchPub, refused, log, outbox.RelayConfig{Recover: recreate, OnRefused: countRefused, SigningKey: cfg.SigningKey}); err != nil {
 			return nil, err
 		}
 		s.store.OnCommit(func([]eventstore.Record) { s.relay.Kick() })
@@ -257,7 +262,7 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 		return err
 	}
 	s.router, err = router.New(router.Config{Queues: qcfg,
-		HandlerTimeout: s.cfg.HandlerTimeout, Retries: s.cfg.Retries}, sub, dlqPub, s.metrics, s.log, enabled...)
+		HandlerTimeout: s.cfg.HandlerTimeout, Retries: s.cfg.Retries, SigningKey: s.cfg.SigningKey}, sub, dlqPub, s.metrics, s.log, enabled...)
 	if err != nil {
 		return err
 	}
