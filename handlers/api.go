@@ -47,6 +47,7 @@ type API struct {
 	store   *eventstore.Store
 	health  HealthCheck
 	origins []string
+	limiter *clientLimiter // nil: placement is not rate-limited
 	log     *slog.Logger
 }
 
@@ -61,6 +62,7 @@ type Config struct {
 	Metrics        *metrics.Metrics
 	Dashboard      *Dashboard // the operator's page at /
 	AllowedOrigins []string   // CORS; "*" allows any origin
+	PlacementLimit RateLimit  // per-client limit on placing orders; the zero value places none
 	Log            *slog.Logger
 }
 
@@ -71,14 +73,14 @@ func New(c Config) (*API, error) {
 		return nil, errors.New("handlers: New needs a placer, an orders reader, a store, a dead-letter log, health and readiness checks, metrics, a dashboard and a logger")
 	}
 	return &API{placer: c.Placer, orders: c.Orders, store: c.Store, dead: c.DeadLetters, health: c.Health, ready: c.Ready,
-		metrics: c.Metrics, dash: c.Dashboard, origins: c.AllowedOrigins, log: c.Log}, nil
+		metrics: c.Metrics, dash: c.Dashboard, origins: c.AllowedOrigins, limiter: newClientLimiter(c.PlacementLimit), log: c.Log}, nil
 }
 
 // Handler returns the whole HTTP API.
 func (a *API) Handler() http.Handler {
 	r := mux.NewRouter()
-	r.HandleFunc("/orders", a.postOrder).Methods(http.MethodPost)
-	r.HandleFunc("/place-order", a.placeOrderSeed).Methods(http.MethodPost)
+	r.HandleFunc("/orders", a.limitPlacement(a.postOrder)).Methods(http.MethodPost)
+	r.HandleFunc("/place-order", a.limitPlacement(a.placeOrderSeed)).Methods(http.MethodPost)
 	r.HandleFunc("/orders/{id}", a.getOrder).Methods(http.MethodGet)
 	r.HandleFunc("/orders/{id}/events", a.getEvents).Methods(http.MethodGet)
 	r.HandleFunc("/healthz", a.checks(a.health)).Methods(http.MethodGet)

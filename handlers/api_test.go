@@ -35,11 +35,13 @@ const validOrder = `{"customerName":"Ann","customerEmail":"ann@example.com","ite
 type apiServer struct {
 	*httptest.Server
 	env *testenv.Env
+	api *API
 }
 
 // newAPIServer wires the API as orderd does, minus the stages: OrderPlaced is recorded, the
-// orders row and the outbox row are written, and nothing moves the order on.
-func newAPIServer(t *testing.T) *apiServer {
+// orders row and the outbox row are written, and nothing moves the order on. opts change
+// the configuration before the API is built.
+func newAPIServer(t *testing.T, opts ...func(*Config)) *apiServer {
 	t.Helper()
 	env := testenv.New(t)
 	box, err := outbox.NewWriter(router.Route(queues.Config{}))
@@ -56,7 +58,7 @@ func newAPIServer(t *testing.T) *apiServer {
 	must(t, err)
 	dash, err := NewDashboard(env.DB, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	must(t, err)
-	api, err := New(Config{
+	cfg := Config{
 		Dashboard: dash,
 		Placer:    placer, Orders: reader, Store: store, DeadLetters: dead,
 		Health:         func(context.Context) map[string]error { return map[string]error{"mysql": nil} },
@@ -64,11 +66,15 @@ func newAPIServer(t *testing.T) *apiServer {
 		Metrics:        metrics.New(),
 		AllowedOrigins: []string{shopOrigin},
 		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	api, err := New(cfg)
 	must(t, err)
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	return &apiServer{Server: srv, env: env}
+	return &apiServer{Server: srv, env: env, api: api}
 }
 
 func must(t *testing.T, err error) {

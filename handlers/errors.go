@@ -4,9 +4,13 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -36,6 +40,10 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		detail.Field, detail.Message = de.Field, de.Message
 	case errors.As(err, &he):
 		detail.Field = he.field
+	}
+	var rl *rateLimited
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", strconv.Itoa(rl.seconds()))
 	}
 	if status >= 500 {
 		a.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
@@ -68,6 +76,10 @@ func statusOf(err error) (int, string) {
 	if errors.As(err, &he) {
 		return he.status, he.code
 	}
+	var rl *rateLimited
+	if errors.As(err, &rl) {
+		return http.StatusTooManyRequests, "rate_limited"
+	}
 	return http.StatusInternalServerError, "internal"
 }
 
@@ -92,6 +104,17 @@ type httpError struct {
 }
 
 func (e *httpError) Error() string { return e.message }
+
+// rateLimited refuses a client that placed orders faster than its limit; it may try again
+// after retryAfter.
+type rateLimited struct{ retryAfter time.Duration }
+
+func (e *rateLimited) Error() string {
+	return fmt.Sprintf("too many orders from this client; try again in %d s", e.seconds())
+}
+
+// seconds is retryAfter in whole seconds, rounded up and at least 1, as Retry-After takes it.
+func (e *rateLimited) seconds() int { return max(1, int(math.Ceil(e.retryAfter.Seconds()))) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"slices"
@@ -37,6 +39,7 @@ var configKeys = []string{
 	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
 	"READY_MAX_LAG", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 	"GOGC", "GOMEMLIMIT",
+	"PLACEMENT_RATE_LIMIT", "TRUSTED_PROXIES",
 }
 
 // The garbage collector's settings for `orderd serve` unless GOGC or GOMEMLIMIT say otherwise.
@@ -77,6 +80,11 @@ type config struct {
 	// alone (GOGC or GOMEMLIMIT is set, and the runtime has read it).
 	GCPercent   int
 	MemoryLimit int64
+	// PlacementRate is how many orders per second one client may place (burst twice that);
+	// 0 turns the limit off. TrustedProxies are the reverse proxies whose X-Forwarded-For
+	// names the client.
+	PlacementRate  float64
+	TrustedProxies []netip.Prefix
 	// Tracing is on when an OTEL_* variable names an exporter or an endpoint; the
 	// OpenTelemetry SDK reads the rest of its OTEL_* settings itself.
 	Tracing bool
@@ -149,7 +157,39 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.RedriveAfter, err = time.ParseDuration(get("REDRIVE_AFTER", "30s")); err != nil || c.RedriveAfter < time.Second {
 		return config{}, fmt.Errorf("REDRIVE_AFTER: must be a duration of at least 1s (e.g. 30s, 2m), got %q", getenv("REDRIVE_AFTER"))
 	}
+	// 5 per second, burst 10: a person places an order every few seconds at the most, so even
+	// a busy office or a carrier's NAT sharing one address stays far below it, while one
+	// client alone cannot take more than about 1% of what the pipeline finishes per second.
+	if c.PlacementRate, err = strconv.ParseFloat(get("PLACEMENT_RATE_LIMIT", "5"), 64); err != nil ||
+		c.PlacementRate < 0 || c.PlacementRate > 1e6 || math.IsNaN(c.PlacementRate) {
+		return config{}, fmt.Errorf("PLACEMENT_RATE_LIMIT: must be orders per second per client (0 turns it off), got %q", getenv("PLACEMENT_RATE_LIMIT"))
+	}
+	if c.TrustedProxies, err = parsePrefixes(get("TRUSTED_PROXIES", "")); err != nil {
+		return config{}, fmt.Errorf("TRUSTED_PROXIES: %v", err)
+	}
 	return c, c.validate()
+}
+
+// parsePrefixes reads a comma-separated list of CIDRs and single addresses.
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, p := range splitList(s) {
+		if strings.Contains(p, "/") {
+			pfx, err := netip.ParsePrefix(p)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a CIDR (e.g. 10.0.0.0/8): %v", p, err)
+			}
+			out = append(out, pfx.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(p)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address or CIDR", p)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // tuneGC applies GCPercent and MemoryLimit to the runtime.

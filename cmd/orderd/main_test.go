@@ -127,6 +127,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	for key, val := range map[string]string{
 		"MYSQL_DSN": "not a dsn", "SQS_ENDPOINT": "ftp://x", "HTTP_ADDR": "8080", "QUEUE_IN_FLIGHT": "5", "QUEUE_RECEIVERS": "0",
 		"ORDERD_COMPONENTS": "api,billing", "MAIL_FROM": "not-an-address", "QUEUE_PREFIX": "a b",
+		"PLACEMENT_RATE_LIMIT": "-1", "TRUSTED_PROXIES": "10.0.0.0/33",
 	} {
 		err := run(context.Background(), []string{"serve"}, func(k string) string {
 			if k == key {

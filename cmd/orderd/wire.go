@@ -284,7 +284,8 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 	api, err := handlers.New(handlers.Config{
 		Dashboard: dash,
 		Placer:    placer, Orders: reader, Store: s.store, DeadLetters: deadLog, AllowedOrigins: s.cfg.AllowedOrigins, Log: s.log,
-		Metrics: s.metrics,
+		Metrics:        s.metrics,
+		PlacementLimit: handlers.RateLimit{PerSecond: s.cfg.PlacementRate, TrustedProxies: s.cfg.TrustedProxies},
 		Health: func(ctx context.Context) map[string]error {
 			return map[string]error{"mysql": s.db.PingContext(ctx), "sqs": queues.Ping(ctx, sqsClient, qcfg)}
 		},
