@@ -39,7 +39,7 @@ var configKeys = []string{
 	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
 	"READY_MAX_LAG", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 	"GOGC", "GOMEMLIMIT",
-	"PLACEMENT_RATE_LIMIT", "TRUSTED_PROXIES",
+	"PLACEMENT_RATE_LIMIT", "TRUSTED_PROXIES", "HTTP_MAX_CONNS", "HTTP_IDLE_TIMEOUT",
 }
 
 // The garbage collector's settings for `orderd serve` unless GOGC or GOMEMLIMIT say otherwise.
@@ -85,6 +85,11 @@ type config struct {
 	// names the client.
 	PlacementRate  float64
 	TrustedProxies []netip.Prefix
+	// HTTPMaxConns caps the API's concurrent connections; 0 derives the cap from the
+	// process's open-file limit at start (httpMaxConns). HTTPIdleTimeout closes a keep-alive
+	// connection that has been idle this long.
+	HTTPMaxConns    int
+	HTTPIdleTimeout time.Duration
 	// Tracing is on when an OTEL_* variable names an exporter or an endpoint; the
 	// OpenTelemetry SDK reads the rest of its OTEL_* settings itself.
 	Tracing bool
@@ -167,7 +172,57 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.TrustedProxies, err = parsePrefixes(get("TRUSTED_PROXIES", "")); err != nil {
 		return config{}, fmt.Errorf("TRUSTED_PROXIES: %v", err)
 	}
+	if c.HTTPMaxConns, err = strconv.Atoi(get("HTTP_MAX_CONNS", "0")); err != nil || c.HTTPMaxConns < 0 || c.HTTPMaxConns > 1_000_000 {
+		return config{}, fmt.Errorf("HTTP_MAX_CONNS: must be a whole number of connections (0: derived from the open-file limit), got %q", getenv("HTTP_MAX_CONNS"))
+	}
+	if c.HTTPIdleTimeout, err = time.ParseDuration(get("HTTP_IDLE_TIMEOUT", "30s")); err != nil || c.HTTPIdleTimeout < time.Second || c.HTTPIdleTimeout > time.Hour {
+		return config{}, fmt.Errorf("HTTP_IDLE_TIMEOUT: must be a duration from 1s to 1h, got %q", getenv("HTTP_IDLE_TIMEOUT"))
+	}
 	return c, c.validate()
+}
+
+// HTTP connections: at most maxHTTPConns by default (each costs about 20 KiB of memory while
+// open), and never fewer than minHTTPConns.
+const (
+	maxHTTPConns = 1024
+	minHTTPConns = 16
+)
+
+// descriptorsBesidesHTTP is how many file descriptors the process may need for everything
+// but HTTP connections, at the most: the MySQL pool; SQS (every long-polling receive, plus
+// deletes, visibility changes, relay sends and the keep-alive connections the AWS client
+// keeps); SMTP (the sender keeps up to 64 idle connections and sends at most
+// QUEUE_IN_FLIGHT at once); and its own (standard streams, logs, epoll, listeners, DNS,
+// /proc reads, the trace exporter).
+func (c config) descriptorsBesidesHTTP() int {
+	mysql := c.MySQLMaxConns
+	sqs := 3*c.QueueReceivers + 64
+	smtp := max(64, c.QueueInFlight)
+	return mysql + sqs + smtp + 64
+}
+
+// httpMaxConns returns the cap on concurrent HTTP connections for a process whose open-file
+// limit is nofile (0: unknown): HTTP_MAX_CONNS, or what the limit leaves after
+// descriptorsBesidesHTTP (at most maxHTTPConns). Either way idle or slow HTTP clients can
+// never take the descriptors the queue receivers, the database pool and the mail sender
+// need. It fails, naming what to change, when the limit leaves too little.
+func (c config) httpMaxConns(nofile uint64) (int, error) {
+	reserve := c.descriptorsBesidesHTTP()
+	room := math.MaxInt32 // no known limit
+	if nofile > 0 && nofile < math.MaxInt32 {
+		room = int(nofile) - reserve
+	}
+	switch {
+	case c.HTTPMaxConns > 0 && c.HTTPMaxConns > room:
+		return 0, fmt.Errorf("HTTP_MAX_CONNS: %d connections do not fit in the open-file limit of %d beside the %d descriptors MySQL, SQS, SMTP and the process need: raise `ulimit -n` or set at most %d",
+			c.HTTPMaxConns, nofile, reserve, max(room, 0))
+	case c.HTTPMaxConns > 0:
+		return c.HTTPMaxConns, nil
+	case room < minHTTPConns:
+		return 0, fmt.Errorf("HTTP_MAX_CONNS: the open-file limit of %d leaves %d descriptors for HTTP connections beside the %d MySQL, SQS, SMTP and the process need: raise `ulimit -n` to at least %d, or lower MYSQL_MAX_CONNS or QUEUE_IN_FLIGHT",
+			nofile, max(room, 0), reserve, reserve+minHTTPConns)
+	}
+	return min(room, maxHTTPConns), nil
 }
 
 // parsePrefixes reads a comma-separated list of CIDRs and single addresses.

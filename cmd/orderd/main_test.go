@@ -90,7 +90,13 @@ func (o *orderd) Stop(t *testing.T) {
 
 func postJSON(t *testing.T, url, body string) (int, []byte) {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	return postJSONWith(t, http.DefaultClient, url, body)
+}
+
+// postJSONWith is postJSON over client.
+func postJSONWith(t *testing.T, client *http.Client, url, body string) (int, []byte) {
+	t.Helper()
+	resp, err := client.Post(url, "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatalf("POST %s: %v", url, err)
 	}
@@ -246,10 +252,15 @@ func placeOrders(t *testing.T, baseURL, mailDomain string, n int, progress func(
 }
 
 func placeOne(t *testing.T, baseURL, mailDomain string, i int) (placed, bool) {
+	return placeOneWith(t, http.DefaultClient, baseURL, mailDomain, i)
+}
+
+// placeOneWith is placeOne over client.
+func placeOneWith(t *testing.T, client *http.Client, baseURL, mailDomain string, i int) (placed, bool) {
 	c := pipelineCases[i%len(pipelineCases)]
 	name := fmt.Sprintf("Customer %d", i)
 	if c.seed {
-		code, body := postJSON(t, baseURL+"/place-order", fmt.Sprintf(`{"customerName":%q}`, name))
+		code, body := postJSONWith(t, client, baseURL+"/place-order", fmt.Sprintf(`{"customerName":%q}`, name))
 		var got struct {
 			Message string `json:"message"`
 			OrderID int    `json:"orderId"`
@@ -261,7 +272,7 @@ func placeOne(t *testing.T, baseURL, mailDomain string, i int) (placed, bool) {
 		return placed{id: got.OrderID, c: c, email: "orders@" + mailDomain}, true
 	}
 	email := fmt.Sprintf("customer-%d@%s", i, mailDomain)
-	code, body := postJSON(t, baseURL+"/orders", fmt.Sprintf(`{"customerName":%q,"customerEmail":%q,"items":%s}`, name, email, c.items))
+	code, body := postJSONWith(t, client, baseURL+"/orders", fmt.Sprintf(`{"customerName":%q,"customerEmail":%q,"items":%s}`, name, email, c.items))
 	var got struct {
 		OrderID int               `json:"orderId"`
 		Links   map[string]string `json:"links"`

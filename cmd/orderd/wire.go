@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-sql-driver/mysql"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"golang.org/x/net/netutil"
 
 	"orderd/deadletter"
 	"orderd/eventstore"
@@ -122,6 +123,9 @@ type service struct {
 	http    *http.Server
 	metrics *metrics.Metrics
 	closers []func() error
+
+	// httpMaxConns caps the API's concurrent connections (config.httpMaxConns).
+	httpMaxConns int
 }
 
 // newService wires config → DB → SQS → event store → stages → router → HTTP.
@@ -301,8 +305,15 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 	handler := otelhttp.NewHandler(api.Handler(), "http", otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
 		return r.Method + " " + r.URL.Path
 	}))
+	if s.httpMaxConns, err = s.cfg.httpMaxConns(openFileLimit()); err != nil {
+		return err
+	}
+	// Short timeouts, so that slow or silent clients give their connection (one of
+	// httpMaxConns) back soon: a request is at most 64 KiB of JSON and a few headers, an answer
+	// a page of the dashboard.
 	s.http = &http.Server{Addr: s.cfg.HTTPAddr, Handler: handler, ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
+		ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: s.cfg.HTTPIdleTimeout,
+		MaxHeaderBytes: 32 << 10}
 	return nil
 }
 
@@ -359,6 +370,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		if err != nil {
 			return fmt.Errorf("HTTP_ADDR: %w", err)
 		}
+		// Beyond the cap, connections wait in the kernel's accept queue, holding none of this
+		// process's file descriptors.
+		ln = netutil.LimitListener(ln, s.httpMaxConns)
+		log.Info("HTTP connections capped", "max_conns", s.httpMaxConns, "open_file_limit", openFileLimit(),
+			"idle_timeout", cfg.HTTPIdleTimeout.String())
 		go func() { errc <- s.http.Serve(ln) }()
 		fmt.Fprintf(stdout, "orderd listening on http://%s (components: %s)\n", ln.Addr(), strings.Join(cfg.Components, ","))
 	} else {
