@@ -119,3 +119,18 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 
 // Close implements message.Publisher; the underlying publisher is closed by its owner.
 func (p *Publisher) Close() error { return nil }
+
+// RemoveOlder deletes, in tx, up to limit dead letters recorded before before, oldest first,
+// and returns how many. A letter that still holds its order — an unfinished order at the
+// version the letter is about — is kept whatever its age: it says why the order is stuck,
+// and it keeps the sweeper from re-driving a message that cannot succeed. Run it at READ
+// COMMITTED, so that its range scan locks no gap that new letters go into.
+func (lg *Log) RemoveOlder(ctx context.Context, tx *sql.Tx, before time.Time, limit int) (int64, error) {
+	res, err := tx.ExecContext(ctx, `DELETE FROM dead_letters WHERE dead_at < ? AND NOT EXISTS (SELECT 1 FROM orders o
+		WHERE o.order_id = dead_letters.order_id AND o.version = dead_letters.version AND (o.order_status = ? OR o.email_sent = 0))
+		ORDER BY dead_at LIMIT ?`, before, domain.StatusPending, limit)
+	if err != nil {
+		return 0, fmt.Errorf("remove old dead letters: %w", err)
+	}
+	return res.RowsAffected()
+}

@@ -40,6 +40,7 @@ var configKeys = []string{
 	"READY_MAX_LAG", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 	"GOGC", "GOMEMLIMIT",
 	"PLACEMENT_RATE_LIMIT", "TRUSTED_PROXIES", "HTTP_MAX_CONNS", "HTTP_IDLE_TIMEOUT",
+	"IDEMPOTENCY_TTL", "DEAD_LETTER_RETENTION",
 }
 
 // The garbage collector's settings for `orderd serve` unless GOGC or GOMEMLIMIT say otherwise.
@@ -90,6 +91,11 @@ type config struct {
 	// connection that has been idle this long.
 	HTTPMaxConns    int
 	HTTPIdleTimeout time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key stays bound to its order;
+	// DeadLetterRetention how long dead letters (those no longer holding an order) and
+	// re-drive records are kept.
+	IdempotencyTTL      time.Duration
+	DeadLetterRetention time.Duration
 	// Tracing is on when an OTEL_* variable names an exporter or an endpoint; the
 	// OpenTelemetry SDK reads the rest of its OTEL_* settings itself.
 	Tracing bool
@@ -175,6 +181,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.HTTPMaxConns, err = strconv.Atoi(get("HTTP_MAX_CONNS", "0")); err != nil || c.HTTPMaxConns < 0 || c.HTTPMaxConns > 1_000_000 {
 		return config{}, fmt.Errorf("HTTP_MAX_CONNS: must be a whole number of connections (0: derived from the open-file limit), got %q", getenv("HTTP_MAX_CONNS"))
 	}
+	if c.IdempotencyTTL, err = parseRetention(get("IDEMPOTENCY_TTL", "24h")); err != nil || c.IdempotencyTTL < time.Minute {
+		return config{}, fmt.Errorf("IDEMPOTENCY_TTL: must be a duration of at least 1m (e.g. 24h, 7d), got %q", getenv("IDEMPOTENCY_TTL"))
+	}
+	if c.DeadLetterRetention, err = parseRetention(get("DEAD_LETTER_RETENTION", "30d")); err != nil || c.DeadLetterRetention < time.Hour {
+		return config{}, fmt.Errorf("DEAD_LETTER_RETENTION: must be a duration of at least 1h (e.g. 30d, 720h), got %q", getenv("DEAD_LETTER_RETENTION"))
+	}
 	if c.HTTPIdleTimeout, err = time.ParseDuration(get("HTTP_IDLE_TIMEOUT", "30s")); err != nil || c.HTTPIdleTimeout < time.Second || c.HTTPIdleTimeout > time.Hour {
 		return config{}, fmt.Errorf("HTTP_IDLE_TIMEOUT: must be a duration from 1s to 1h, got %q", getenv("HTTP_IDLE_TIMEOUT"))
 	}
@@ -223,6 +235,18 @@ func (c config) httpMaxConns(nofile uint64) (int, error) {
 			nofile, max(room, 0), reserve, reserve+minHTTPConns)
 	}
 	return min(room, maxHTTPConns), nil
+}
+
+// parseRetention reads a Go duration, or a whole number of days ("30d").
+func parseRetention(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 || n > 36500 {
+			return 0, fmt.Errorf("%q is not a number of days", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
 }
 
 // parsePrefixes reads a comma-separated list of CIDRs and single addresses.

@@ -119,6 +119,7 @@ type service struct {
 	store   *eventstore.Store
 	relay   *outbox.Relay
 	sweeper *outbox.Sweeper
+	cleaner *outbox.Cleaner
 	router  *message.Router
 	http    *http.Server
 	metrics *metrics.Metrics
@@ -196,6 +197,9 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 		if s.sweeper, err = outbox.NewSweeper(s.db, s.store, writer, log, outbox.SweeperConfig{StuckAfter: cfg.RedriveAfter}); err != nil {
 			return nil, err
 		}
+		if s.cleaner, err = newCleaner(cfg, s.db, s.store, s.sweeper, log); err != nil {
+			return nil, err
+		}
 	}
 	catalog, err := ordering.NewCatalog(s.db)
 	if err != nil {
@@ -261,6 +265,21 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 	// Watermill's own metrics: messages received and acked per handler, handler execution time.
 	wmetrics.NewPrometheusMetricsBuilder(s.metrics.Registerer(), "orderd", "watermill").AddPrometheusRouterMetrics(s.router)
 	return nil
+}
+
+// newCleaner returns the cleaner that keeps the tables from growing without bound: it
+// forgets idempotency keys after IDEMPOTENCY_TTL, and removes dead letters that no longer hold
+// an order and re-drive records after DEAD_LETTER_RETENTION.
+func newCleaner(cfg config, db *sql.DB, store *eventstore.Store, sweeper *outbox.Sweeper, log *slog.Logger) (*outbox.Cleaner, error) {
+	deadLog, err := deadletter.NewLog(db)
+	if err != nil {
+		return nil, err
+	}
+	return outbox.NewCleaner(db, log, outbox.CleanerConfig{},
+		outbox.Retention{Name: "idempotency keys", Keep: cfg.IdempotencyTTL, Remove: store.ExpireIdempotencyKeys},
+		outbox.Retention{Name: "dead letters", Keep: cfg.DeadLetterRetention, Remove: deadLog.RemoveOlder},
+		outbox.Retention{Name: "re-drive records", Keep: cfg.DeadLetterRetention, Remove: sweeper.RemoveRecords},
+	)
 }
 
 // countSQS is the client option that counts SQS requests in the metrics.
@@ -356,6 +375,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		go func() { defer wg.Done(); _ = s.relay.Run(runCtx) }()
 		wg.Add(1)
 		go func() { defer wg.Done(); s.sweeper.Run(runCtx) }()
+		wg.Add(1)
+		go func() { defer wg.Done(); s.cleaner.Run(runCtx) }()
 	}
 	if s.router != nil {
 		go func() { errc <- s.router.Run(runCtx) }()
