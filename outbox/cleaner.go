@@ -95,7 +95,7 @@ func every(ctx context.Context, interval time.Duration, f func()) {
 // time, and returns how many of each it removed. It does nothing, and reports ran false,
 // while another cleaner on the database is at work.
 func (c *Cleaner) Clean(ctx context.Context) (removed map[string]int64, ran bool, err error) {
-	_, release, ok, err := tryLock(ctx, c.db, cleanLock)
+	conn, release, ok, err := tryLock(ctx, c.db, cleanLock)
 	if err != nil {
 		return nil, false, fmt.Errorf("retention: %w", err)
 	}
@@ -103,12 +103,14 @@ func (c *Cleaner) Clean(ctx context.Context) (removed map[string]int64, ran bool
 		return nil, false, nil
 	}
 	defer release()
-	now := c.now().UTC()
+	// Microseconds, as the columns hold: a time with nanoseconds, sent as a string of nine
+	// fractional digits, keeps MySQL from reading the time column's index as a range.
+	now := c.now().UTC().Truncate(time.Microsecond)
 	removed = map[string]int64{}
 	for _, task := range c.tasks {
 		before := now.Add(-task.Keep)
 		for {
-			n, err := c.batch(ctx, task, before)
+			n, err := c.batch(ctx, conn, task, before)
 			removed[task.Name] += n
 			if err != nil {
 				return removed, true, fmt.Errorf("remove %s older than %s: %w", task.Name, task.Keep, err)
@@ -121,10 +123,11 @@ func (c *Cleaner) Clean(ctx context.Context) (removed map[string]int64, ran bool
 	return removed, true, nil
 }
 
-// batch runs one Remove in a transaction of its own at READ COMMITTED: its range scan then
-// locks only the rows it removes, not the gaps where new rows are being inserted.
-func (c *Cleaner) batch(ctx context.Context, task Retention, before time.Time) (int64, error) {
-	tx, err := c.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+// batch runs one Remove on conn (the one holding the lock) in a transaction of its own at
+// READ COMMITTED: its range scan then locks only the rows it removes, not the gaps where new
+// rows are being inserted.
+func (c *Cleaner) batch(ctx context.Context, conn *sql.Conn, task Retention, before time.Time) (int64, error) {
+	tx, err := conn.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return 0, err
 	}

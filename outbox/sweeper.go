@@ -91,13 +91,15 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	}
 	defer release()
 
+	// Unfinished is email_sent = 0: the email is every path's last step, so a pending order has
+	// not sent it either. ix_orders_email_sent keeps this to the unfinished orders, not the table.
 	cutoff := s.now().UTC().Add(-s.cfg.StuckAfter)
 	rows, err := conn.QueryContext(ctx, `SELECT o.order_id FROM orders o
 		LEFT JOIN order_redrives r ON r.order_id = o.order_id
-		WHERE (o.order_status = ? OR o.email_sent = 0) AND o.updated_at < ? AND (r.redriven_at IS NULL OR r.redriven_at < ?)
+		WHERE o.email_sent = 0 AND o.updated_at < ? AND (r.redriven_at IS NULL OR r.redriven_at < ?)
 		  AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.order_id = o.order_id AND d.version = o.version)
 		ORDER BY o.updated_at LIMIT ?`,
-		domain.StatusPending, cutoff, cutoff, s.cfg.Batch)
+		cutoff, cutoff, s.cfg.Batch)
 	if err != nil {
 		return 0, fmt.Errorf("sweep: find stuck orders: %w", err)
 	}
