@@ -24,8 +24,10 @@ import (
 // its connection cap, keeping the flood up while it places more orders over a connection it
 // opened before. The process never holds more API connections than the cap; every order
 // — those in flight when the flood began and those placed during it — completes (payment,
-// inventory and email need SQS, MySQL and SMTP descriptors all along); nothing logs "too many
-// open files"; and once the flood stops a new client's order is accepted.
+// inventory and email need SQS, MySQL and SMTP descriptors all along); silent connections
+// are dropped after ReadHeaderTimeout and the cap still holds as the flood replaces them;
+// nothing logs "too many open files"; and once the flood stops a new client's order is
+// accepted.
 func TestConnectionCapKeepsReceiversAlive(t *testing.T) {
 	env := testenv.New(t).WithMessaging(t)
 	mailDomain := env.ID + ".example"
@@ -102,6 +104,12 @@ func TestConnectionCapKeepsReceiversAlive(t *testing.T) {
 	place(held, 20)
 	waitFinished(t, env, len(orders), 90*time.Second)
 	events, emails := checkOrders(t, env, orders, stockBefore, mailDomain)
+	// Silent connections are dropped after ReadHeaderTimeout (5 s), and the flood's next ones
+	// take their places: the cap holds as connections come and go.
+	waitFor(t, 20*time.Second, "orderd to drop silent connections and the flood to replace them", func() (bool, string) {
+		n := flood.opened.Load()
+		return n > int64(10*maxConns), fmt.Sprintf("%d flood connections opened", n)
+	})
 	waitFor(t, 10*time.Second, "the flood to still fill every connection", func() (bool, string) {
 		n := heldConnections(t, pid, port)
 		return n == maxConns, fmt.Sprintf("%d of %d held", n, maxConns)
