@@ -36,10 +36,17 @@ type Letter struct {
 }
 
 // Log records dead letters in the dead_letters table.
-type Log struct{ db *sql.DB }
+type Log struct{ db DB }
+
+// DB is what the log needs of the database: a *sql.DB, or a *sql.Conn.
+type DB interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
 
 // NewLog returns a log over db.
-func NewLog(db *sql.DB) (*Log, error) {
+func NewLog(db DB) (*Log, error) {
 	if db == nil {
 		return nil, errors.New("deadletter: nil db")
 	}
@@ -212,3 +219,50 @@ func fitForSQS(m *message.Message) {
 
 // Close implements message.Publisher; the underlying publisher is closed by its owner.
 func (p *Publisher) Close() error { return nil }
+
+// RemoveOlder deletes, in tx, up to limit dead letters recorded before before, oldest first,
+// and returns how many. A letter that still holds its order — an unfinished order at the
+// version the letter is about — is kept whatever its age: it says why the order is stuck,
+// and it keeps the sweeper from re-driving a message that cannot succeed. Run it at READ
+// COMMITTED, so that its range scan locks no gap that new letters go into.
+func (lg *Log) RemoveOlder(ctx context.Context, tx *sql.Tx, before time.Time, limit int) (int64, error) {
+	res, err := tx.ExecContext(ctx, `DELETE FROM dead_letters WHERE dead_at < ? AND NOT EXISTS (SELECT 1 FROM orders o
+		WHERE o.order_id = dead_letters.order_id AND o.version = dead_letters.version AND o.email_sent = 0)
+		ORDER BY dead_at LIMIT ?`, before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("remove old dead letters: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// StuckReasons returns, for each of the given orders (id → its current version) that a dead
+// letter holds at that version, the newest such letter's reason. It reads the orders'
+// letters through ix_dead_letters_order.
+func (lg *Log) StuckReasons(ctx context.Context, versions map[domain.OrderID]int) (map[domain.OrderID]string, error) {
+	out := map[domain.OrderID]string{}
+	if len(versions) == 0 {
+		return out, nil
+	}
+	args := make([]any, 0, len(versions))
+	for id := range versions {
+		args = append(args, id)
+	}
+	rows, err := lg.db.QueryContext(ctx, `SELECT order_id, version, reason FROM dead_letters WHERE order_id IN (?`+
+		strings.Repeat(", ?", len(args)-1)+`) ORDER BY id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read dead letters: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id domain.OrderID
+		var version int
+		var reason string
+		if err := rows.Scan(&id, &version, &reason); err != nil {
+			return nil, fmt.Errorf("read dead letters: %w", err)
+		}
+		if versions[id] == version {
+			out[id] = reason // the newest letter comes last
+		}
+	}
+	return out, rows.Err()
+}

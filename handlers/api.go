@@ -53,6 +53,7 @@ type API struct {
 	store   *eventstore.Store
 	health  HealthCheck
 	origins []string
+	limiter *clientLimiter // nil: placement is not rate-limited
 	log     *slog.Logger
 	// operators may read everything; see access.go for who may see what.
 	operators *Operators
@@ -70,6 +71,7 @@ type Config struct {
 	Dashboard      *Dashboard // the operator's page at /
 	AllowedOrigins []string   // CORS: origins (scheme://host[:port]) that may call the API from a browser; none by default
 	Operators      *Operators // who may read the dashboard, /metrics and any order
+	PlacementLimit RateLimit  // per-client limit on placing orders; the zero value places none
 	Log            *slog.Logger
 }
 
@@ -83,14 +85,14 @@ func New(c Config) (*API, error) {
 		return nil, errors.New(`handlers: "*" may not be an allowed origin: any web site could read the answers`)
 	}
 	return &API{placer: c.Placer, orders: c.Orders, store: c.Store, dead: c.DeadLetters, health: c.Health, ready: c.Ready,
-		metrics: c.Metrics, dash: c.Dashboard, origins: c.AllowedOrigins, log: c.Log, operators: c.Operators}, nil
+		metrics: c.Metrics, dash: c.Dashboard, origins: c.AllowedOrigins, limiter: newClientLimiter(c.PlacementLimit), log: c.Log, operators: c.Operators}, nil
 }
 
 // Handler returns the whole HTTP API.
 func (a *API) Handler() http.Handler {
 	r := mux.NewRouter()
-	r.HandleFunc("/orders", a.postOrder).Methods(http.MethodPost)
-	r.HandleFunc("/place-order", a.placeOrderSeed).Methods(http.MethodPost)
+	r.HandleFunc("/orders", a.limitPlacement(a.postOrder)).Methods(http.MethodPost)
+	r.HandleFunc("/place-order", a.limitPlacement(a.placeOrderSeed)).Methods(http.MethodPost)
 	r.HandleFunc("/orders/{id}", a.getOrder).Methods(http.MethodGet)
 	r.HandleFunc("/orders/{id}/events", a.getEvents).Methods(http.MethodGet)
 	r.HandleFunc("/healthz", a.checks(a.health)).Methods(http.MethodGet)

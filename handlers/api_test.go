@@ -35,17 +35,13 @@ const validOrder = `{"customerName":"Ann","customerEmail":"ann@example.com","ite
 type apiServer struct {
 	*httptest.Server
 	env *testenv.Env
+	api *API
 }
 
 // newAPIServer wires the API as orderd does, minus the stages: OrderPlaced is recorded, the
-// orders row and the outbox row are written, and nothing moves the order on.
-func newAPIServer(t testing.TB) *apiServer {
-	t.Helper()
-	return newAPIServerWith(t, nil)
-}
-
-// newAPIServerWith is newAPIServer with configure applied to the API's Config first.
-func newAPIServerWith(t testing.TB, configure func(*Config)) *apiServer {
+// orders row and the outbox row are written, and nothing moves the order on. opts change
+// the configuration before the API is built.
+func newAPIServer(t testing.TB, opts ...func(*Config)) *apiServer {
 	t.Helper()
 	env := testenv.New(t)
 	box, err := outbox.NewWriter(router.Route(queues.Config{}))
@@ -74,14 +70,14 @@ func newAPIServerWith(t testing.TB, configure func(*Config)) *apiServer {
 		Operators:      operators,
 		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
-	if configure != nil {
-		configure(&cfg)
+	for _, o := range opts {
+		o(&cfg)
 	}
 	api, err := New(cfg)
 	must(t, err)
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	return &apiServer{Server: srv, env: env}
+	return &apiServer{Server: srv, env: env, api: api}
 }
 
 func must(t testing.TB, err error) {

@@ -3,7 +3,6 @@ package handlers
 import (
 	"database/sql"
 	"embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -15,8 +14,11 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/ordering"
+	"orderd/outbox"
+	"orderd/projections"
 )
 
 //go:embed web
@@ -31,17 +33,24 @@ const StallAfter = 30 * time.Second
 var dashboardStatuses = map[string]bool{"": true, "pending": true, "completed": true, "payment_failed": true, "cancelled": true}
 
 // Dashboard serves the operator's page at / and the small read-only JSON endpoints under
-// /api/dashboard/ that it polls. Its queries are its own: they read the projection, the
-// outbox, the log's head and the dead letters, and change nothing. Orders are placed by
-// the page through the API's own POST /orders, and timelines come from GET /orders/{id}/events.
+// /api/dashboard/ that it polls. It reads the projection, the outbox, the log's head and the
+// dead letters through their owners, each read cheap at any size (the page polls every
+// second), and changes nothing. Orders are placed by the page through the API's own POST
+// /orders, and timelines come from GET /orders/{id}/events.
 type Dashboard struct {
 	db      *sql.DB
 	catalog *ordering.Catalog
+	reader  *projections.Reader
+	counts  *projections.StatusCounter
+	dead    *deadletter.Log
 	log     *slog.Logger
 	page    *template.Template
 	static  http.Handler
 	now     func() time.Time
 }
+
+// lagScan bounds how much of the outbox one look at the lag reads (outbox.ReadBacklog).
+const lagScan = 10_000
 
 // NewDashboard returns the dashboard over the service's database and stock catalogue.
 func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger) (*Dashboard, error) {
@@ -56,7 +65,19 @@ func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger) (*Das
 	if err != nil {
 		return nil, err
 	}
-	return &Dashboard{db: db, catalog: catalog, log: log, page: page,
+	reader, err := projections.NewReader(db)
+	if err != nil {
+		return nil, err
+	}
+	counts, err := projections.NewStatusCounter(db, 0)
+	if err != nil {
+		return nil, err
+	}
+	dead, err := deadletter.NewLog(db)
+	if err != nil {
+		return nil, err
+	}
+	return &Dashboard{db: db, catalog: catalog, reader: reader, counts: counts, dead: dead, log: log, page: page,
 		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), now: time.Now}, nil
 }
 
@@ -128,71 +149,40 @@ func (d *Dashboard) orders(w http.ResponseWriter, r *http.Request) {
 		d.writeError(w, r, err)
 		return
 	}
-	query := `SELECT o.order_id, COALESCE(o.customer_name, ''), COALESCE(o.customer_email, ''), COALESCE(o.order_status, ''),
-		COALESCE(o.payment_status, ''), COALESCE(o.inventory_status, ''), COALESCE(o.email_sent, FALSE), o.email_failed, o.items, o.total_cents,
-		COALESCE(o.failure_reason, ''), o.version, o.placed_at, o.updated_at,
-		(SELECT dl.reason FROM dead_letters dl WHERE dl.order_id = o.order_id AND dl.version = o.version ORDER BY dl.id DESC LIMIT 1)
-		FROM orders o WHERE (? = '' OR o.order_status = ?) AND (? = 0 OR o.order_id < ?) ORDER BY o.order_id DESC LIMIT ?`
-	rows, err := d.db.QueryContext(r.Context(), query, status, status, before, before, limit+1)
-	if err != nil {
-		d.writeError(w, r, fmt.Errorf("list orders: %w", err))
-		return
-	}
-	defer rows.Close()
-	list := []dashboardOrder{}
-	now := d.now()
-	for rows.Next() {
-		var o dashboardOrder
-		var items []byte
-		var stuck sql.NullString
-		if err := rows.Scan(&o.OrderID, &o.CustomerName, &o.CustomerEmail, &o.OrderStatus, &o.PaymentStatus, &o.InventoryStatus,
-			&o.EmailSent, &o.EmailFailed, &items, &o.TotalCents, &o.FailureReason, &o.Version, &o.PlacedAt, &o.UpdatedAt, &stuck); err != nil {
-			d.writeError(w, r, fmt.Errorf("list orders: %w", err))
-			return
-		}
-		if err := json.Unmarshal(items, &o.Items); err != nil {
-			d.writeError(w, r, fmt.Errorf("decode items of order %d: %w", o.OrderID, err))
-			return
-		}
-		o.Stuck = stuck.String
-		o.Slow = o.OrderStatus == domain.StatusPending && now.Sub(o.UpdatedAt) >= StallAfter
-		list = append(list, o)
-	}
-	if err := rows.Err(); err != nil {
-		d.writeError(w, r, fmt.Errorf("list orders: %w", err))
-		return
-	}
-	var next *domain.OrderID
-	if len(list) > limit {
-		list = list[:limit]
-		next = &list[limit-1].OrderID
-	}
-	counts, err := d.statusCounts(r)
+	rows, err := d.reader.Page(r.Context(), status, domain.OrderID(before), limit+1)
 	if err != nil {
 		d.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"orders": list, "next": next, "counts": counts})
-}
-
-// statusCounts counts orders per status (ix_orders_status keeps it an index scan).
-func (d *Dashboard) statusCounts(r *http.Request) (map[string]int64, error) {
-	rows, err := d.db.QueryContext(r.Context(), `SELECT COALESCE(order_status, ''), COUNT(*) FROM orders GROUP BY order_status`)
+	var next *domain.OrderID
+	if len(rows) > limit {
+		rows = rows[:limit]
+		next = &rows[limit-1].OrderID
+	}
+	versions := make(map[domain.OrderID]int, len(rows))
+	for _, o := range rows {
+		versions[o.OrderID] = o.Version
+	}
+	stuck, err := d.dead.StuckReasons(r.Context(), versions)
 	if err != nil {
-		return nil, fmt.Errorf("count orders: %w", err)
+		d.writeError(w, r, err)
+		return
 	}
-	defer rows.Close()
-	counts := map[string]int64{"all": 0, "pending": 0, "completed": 0, "payment_failed": 0, "cancelled": 0}
-	for rows.Next() {
-		var s string
-		var n int64
-		if err := rows.Scan(&s, &n); err != nil {
-			return nil, fmt.Errorf("count orders: %w", err)
-		}
-		counts[s] += n
-		counts["all"] += n
+	list := make([]dashboardOrder, len(rows))
+	now := d.now()
+	for i, o := range rows {
+		list[i] = dashboardOrder{OrderID: o.OrderID, CustomerName: o.CustomerName, CustomerEmail: o.CustomerEmail,
+			OrderStatus: o.OrderStatus, PaymentStatus: o.PaymentStatus, InventoryStatus: o.InventoryStatus, EmailSent: o.EmailSent, EmailFailed: o.EmailFailed,
+			Items: o.Items, TotalCents: o.TotalCents, FailureReason: o.FailureReason, Version: o.Version,
+			PlacedAt: o.PlacedAt, UpdatedAt: o.UpdatedAt, Stuck: stuck[o.OrderID],
+			Slow: o.OrderStatus == domain.StatusPending && now.Sub(o.UpdatedAt) >= StallAfter}
 	}
-	return counts, rows.Err()
+	counts, err := d.counts.Counts(r.Context())
+	if err != nil {
+		d.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"orders": list, "next": next, "counts": counts.ByStatus, "countsAsOf": counts.TerminalAsOf})
 }
 
 // stock is GET /api/dashboard/stock: the stock table.
@@ -274,53 +264,39 @@ type queueLag struct {
 
 // lag is GET /api/dashboard/lag: how far the relay and the projection are behind the log.
 //
-// Relay: outbox rows not yet accepted by SQS, per queue, and the age of the oldest.
-// Projection: the log's last position against the last position projected into the row of
-// that event's order. The live projection is written in the append's transaction, so this
-// is 0 unless the table is being rebuilt or was lost; it is read by primary key, so it
-// stays cheap however large the log grows.
+// Relay: outbox rows not yet accepted by SQS, per queue, and the age of the oldest, read
+// from at most the lagScan lowest positions ("capped" says more wait). Projection: the log's
+// last position against the last position projected into the row of that event's order
+// (projections.Lag): read by key, so cheap however large the log grows.
 func (d *Dashboard) lag(w http.ResponseWriter, r *http.Request) {
-	rows, err := d.db.QueryContext(r.Context(), `SELECT queue, COUNT(*), MIN(created_at) FROM outbox GROUP BY queue ORDER BY queue`)
+	backlog, err := outbox.ReadBacklog(r.Context(), d.db, lagScan)
 	if err != nil {
-		d.writeError(w, r, fmt.Errorf("read outbox lag: %w", err))
+		d.writeError(w, r, err)
 		return
 	}
-	defer rows.Close()
 	now := d.now()
-	queues := []queueLag{}
-	var waiting int64
-	var oldest float64
-	for rows.Next() {
-		var q queueLag
-		var first time.Time
-		if err := rows.Scan(&q.Queue, &q.Waiting, &first); err != nil {
-			d.writeError(w, r, fmt.Errorf("read outbox lag: %w", err))
-			return
+	age := func(t time.Time) float64 {
+		if t.IsZero() {
+			return 0
 		}
-		q.OldestAgeSeconds = max(0, now.Sub(first).Seconds())
-		waiting += q.Waiting
-		oldest = max(oldest, q.OldestAgeSeconds)
-		queues = append(queues, q)
+		return max(0, now.Sub(t).Seconds())
 	}
-	if err := rows.Err(); err != nil {
-		d.writeError(w, r, fmt.Errorf("read outbox lag: %w", err))
+	queues := make([]queueLag, len(backlog.Queues))
+	for i, q := range backlog.Queues {
+		queues[i] = queueLag{Queue: q.Queue, Waiting: q.Waiting, OldestAgeSeconds: age(q.Oldest)}
+	}
+	lag, err := d.reader.Lag(r.Context())
+	if err != nil {
+		d.writeError(w, r, err)
 		return
 	}
-	var logPos int64
-	var projected sql.NullInt64
-	err = d.db.QueryRowContext(r.Context(), `SELECT e.position, o.last_position FROM events e
-		LEFT JOIN orders o ON o.order_id = e.stream_id ORDER BY e.position DESC LIMIT 1`).Scan(&logPos, &projected)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		d.writeError(w, r, fmt.Errorf("read projection lag: %w", err))
-		return
-	}
-	projection := map[string]any{"logPosition": logPos, "projectedPosition": nil, "eventsBehind": nil}
-	if projected.Valid || logPos == 0 {
-		projection["projectedPosition"] = projected.Int64
-		projection["eventsBehind"] = max(0, logPos-projected.Int64)
+	projection := map[string]any{"logPosition": lag.LogPosition, "projectedPosition": nil, "eventsBehind": nil}
+	if lag.Projected != nil {
+		projection["projectedPosition"] = *lag.Projected
+		projection["eventsBehind"] = lag.EventsBehind()
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"outbox":     map[string]any{"waiting": waiting, "oldestAgeSeconds": oldest, "queues": queues},
+		"outbox":     map[string]any{"waiting": backlog.Waiting, "capped": backlog.Capped, "oldestAgeSeconds": age(backlog.Oldest), "queues": queues},
 		"projection": projection,
 	})
 }

@@ -4,9 +4,13 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -42,6 +46,10 @@ func respondError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err 
 	case errors.As(err, &he):
 		detail.Field = he.field
 	}
+	var rl *rateLimited
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", strconv.Itoa(rl.seconds()))
+	}
 	if status >= 500 {
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
 		// The cause is in the log; the answer names no internal address or query.
@@ -75,6 +83,10 @@ func statusOf(err error) (int, string) {
 	var he *httpError
 	if errors.As(err, &he) {
 		return he.status, he.code
+	}
+	var rl *rateLimited
+	if errors.As(err, &rl) {
+		return http.StatusTooManyRequests, "rate_limited"
 	}
 	return http.StatusInternalServerError, "internal"
 }
@@ -110,6 +122,17 @@ var errUnauthorized = &httpError{status: http.StatusUnauthorized, code: "unautho
 // whether the order exists or not, and names no id, so it tells nothing about which exist.
 var errNoSuchOrder = &httpError{status: http.StatusNotFound, code: "not_found",
 	message: "no such order; a customer reads their order with the link its placement answered"}
+
+// rateLimited refuses a client that placed orders faster than its limit; it may try again
+// after retryAfter.
+type rateLimited struct{ retryAfter time.Duration }
+
+func (e *rateLimited) Error() string {
+	return fmt.Sprintf("too many orders from this client; try again in %d s", e.seconds())
+}
+
+// seconds is retryAfter in whole seconds, rounded up and at least 1, as Retry-After takes it.
+func (e *rateLimited) seconds() int { return max(1, int(math.Ceil(e.retryAfter.Seconds()))) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

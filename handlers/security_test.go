@@ -167,7 +167,7 @@ func TestWrongOperatorCredentialsAreRefused(t *testing.T) {
 func TestForeignOriginGetsNoPersonalData(t *testing.T) {
 	for name, origins := range map[string][]string{"shop origin listed": {shopOrigin}, "default: none": nil} {
 		t.Run(name, func(t *testing.T) {
-			s := newAPIServerWith(t, func(c *Config) { c.AllowedOrigins = origins })
+			s := newAPIServer(t, func(c *Config) { c.AllowedOrigins = origins })
 			first, _ := placeTwo(t, s)
 			for _, r := range []request{get(first["self"]), get(first["events"]), asOperator(get("/api/dashboard/orders")),
 				post("/orders", validOrder), post("/place-order", `{"customerName":"Eve"}`)} {
@@ -255,7 +255,7 @@ func TestHealthBodiesNameOnlyTheFailingCheck(t *testing.T) {
 	// What a driver really says when the database is gone: an address and the driver's text.
 	internal := errors.New("dial tcp 10.1.2.3:3306: connect: connection refused (user orderd@tcp(db.internal:3306)/orderd)")
 	var logs testenv.Buffer
-	s := newAPIServerWith(t, func(c *Config) {
+	s := newAPIServer(t, func(c *Config) {
 		failing := func(context.Context) map[string]error { return map[string]error{"mysql": internal, "sqs": nil} }
 		c.Health, c.Ready = failing, failing
 		c.Log = slog.New(slog.NewJSONHandler(&logs, nil))

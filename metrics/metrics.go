@@ -5,7 +5,6 @@ package metrics
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -84,35 +83,49 @@ func (m *Metrics) Handler() http.Handler {
 // QueueDepths reports the number of messages waiting in each dead-letter queue.
 type QueueDepths func(ctx context.Context) (map[string]int, error)
 
+// State reads what is reported at scrape time. Each reader belongs to the package that owns
+// what it reads, and each is cheap at any size (a scrape reads no table whole).
+type State struct {
+	// OrderCounts returns the orders per order_status.
+	OrderCounts func(ctx context.Context) (map[string]int64, error)
+	// OutboxBacklog returns how many events wait to be relayed to SQS and when the oldest
+	// was written (zero when none wait).
+	OutboxBacklog func(ctx context.Context) (waiting int64, oldest time.Time, err error)
+	// ProjectionLag returns how many events, and how many seconds, the orders projection is
+	// behind the log.
+	ProjectionLag func(ctx context.Context) (events int64, seconds float64, err error)
+	// DeadLetterQueues returns the depth of each dead-letter queue.
+	DeadLetterQueues QueueDepths
+}
+
 // WatchState registers gauges read at scrape time: orders by status, the outbox backlog
 // and its age (how far the relay is behind the log), the projection's lag behind the log, and
 // the depth of each dead-letter queue. A scrape that cannot read them logs why and reports
 // what it could.
-func (m *Metrics) WatchState(db *sql.DB, dlq QueueDepths, log *slog.Logger) error {
-	if db == nil || dlq == nil || log == nil {
-		return errors.New("metrics: WatchState needs a db, a queue-depth reader and a logger")
+func (m *Metrics) WatchState(s State, log *slog.Logger) error {
+	if s.OrderCounts == nil || s.OutboxBacklog == nil || s.ProjectionLag == nil || s.DeadLetterQueues == nil || log == nil {
+		return errors.New("metrics: WatchState needs every reader of State and a logger")
 	}
-	return m.registry.Register(&stateCollector{db: db, dlq: dlq, log: log})
+	return m.registry.Register(&stateCollector{state: s, log: log})
 }
 
 var (
 	ordersDesc = prometheus.NewDesc(namespace+"_orders", "Orders by order_status, from the orders projection.", []string{"status"}, nil)
 	outboxDesc = prometheus.NewDesc(namespace+"_outbox_pending_events",
-		"Events committed but not yet relayed to SQS.", nil, nil)
+		"Events committed but not yet relayed to SQS (counted up to 100,000).", nil, nil)
 	outboxAgeDesc = prometheus.NewDesc(namespace+"_outbox_oldest_age_seconds",
 		"Age of the oldest event waiting in the outbox (0 when empty): how far the relay is behind.", nil, nil)
 	lagDesc = prometheus.NewDesc(namespace+"_projection_lag_events",
-		"Events in the log after the newest one the orders projection has applied. The projection is written in each append's transaction, so anything but 0 means a rebuild is in progress or a bug.", nil, nil)
+		"Log positions between the newest event and the last one the orders projection applied to that event's order. The projection is written in each append's transaction, so anything but 0 means a rebuild is in progress or a bug.", nil, nil)
 	lagSecondsDesc = prometheus.NewDesc(namespace+"_projection_lag_seconds",
-		"Time between the newest event in the log and the newest one the orders projection has applied.", nil, nil)
+		"Time between the newest event in the log and the last one the orders projection applied to that event's order.", nil, nil)
 	dlqDesc = prometheus.NewDesc(namespace+"_dead_letter_queue_messages",
 		"Messages waiting in a stage queue's dead-letter queue.", []string{"queue"}, nil)
 )
 
 type stateCollector struct {
-	db  *sql.DB
-	dlq QueueDepths
-	log *slog.Logger
+	state State
+	log   *slog.Logger
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -124,55 +137,34 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := c.collectOrders(ctx, ch); err != nil {
+	if counts, err := c.state.OrderCounts(ctx); err != nil {
 		c.log.Warn("metrics: read orders by status", "error", err)
+	} else {
+		for status, n := range counts {
+			ch <- prometheus.MustNewConstMetric(ordersDesc, prometheus.GaugeValue, float64(n), status)
+		}
 	}
-	var pending int
-	var oldest sql.NullTime
-	if err := c.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(created_at) FROM outbox`).Scan(&pending, &oldest); err != nil {
+	if pending, oldest, err := c.state.OutboxBacklog(ctx); err != nil {
 		c.log.Warn("metrics: read outbox", "error", err)
 	} else {
 		age := 0.0
-		if oldest.Valid {
-			age = max(time.Since(oldest.Time).Seconds(), 0)
+		if !oldest.IsZero() {
+			age = max(time.Since(oldest).Seconds(), 0)
 		}
 		ch <- prometheus.MustNewConstMetric(outboxDesc, prometheus.GaugeValue, float64(pending))
 		ch <- prometheus.MustNewConstMetric(outboxAgeDesc, prometheus.GaugeValue, age)
 	}
-	var lag int64
-	var lagSeconds float64
-	err := c.db.QueryRowContext(ctx, `SELECT
-			(SELECT COUNT(*) FROM events WHERE position > (SELECT COALESCE(MAX(last_position), 0) FROM orders)),
-			COALESCE(TIMESTAMPDIFF(MICROSECOND, (SELECT MAX(updated_at) FROM orders), (SELECT MAX(occurred_at) FROM events)), 0) / 1e6`).
-		Scan(&lag, &lagSeconds)
-	if err != nil {
+	if lag, lagSeconds, err := c.state.ProjectionLag(ctx); err != nil {
 		c.log.Warn("metrics: read projection lag", "error", err)
 	} else {
 		ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(lag))
 		ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, max(lagSeconds, 0))
 	}
-	depths, err := c.dlq(ctx)
+	depths, err := c.state.DeadLetterQueues(ctx)
 	if err != nil {
 		c.log.Warn("metrics: read dead-letter queue depths", "error", err)
 	}
 	for q, n := range depths {
 		ch <- prometheus.MustNewConstMetric(dlqDesc, prometheus.GaugeValue, float64(n), q)
 	}
-}
-
-func (c *stateCollector) collectOrders(ctx context.Context, ch chan<- prometheus.Metric) error {
-	rows, err := c.db.QueryContext(ctx, `SELECT order_status, COUNT(*) FROM orders GROUP BY order_status`)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var status string
-		var n int
-		if err := rows.Scan(&status, &n); err != nil {
-			return err
-		}
-		ch <- prometheus.MustNewConstMetric(ordersDesc, prometheus.GaugeValue, float64(n), status)
-	}
-	return rows.Err()
 }

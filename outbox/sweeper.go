@@ -12,8 +12,8 @@ import (
 	"orderd/eventstore"
 )
 
-// sweepLock lets one sweeper at a time work on a database, however many processes run one.
-// MySQL's named locks are server-wide, so the name carries a hash of the database's name.
+// sweepLock lets one sweeper at a time work on a database, however many processes run one
+// (tryLock).
 const sweepLock = "orderd.sweeper."
 
 // SweeperConfig tunes the sweeper. Zero values take the defaults.
@@ -66,14 +66,7 @@ func NewSweeper(db *sql.DB, store *eventstore.Store, writer *Writer, log *slog.L
 
 // Run sweeps every Interval until ctx is cancelled.
 func (s *Sweeper) Run(ctx context.Context) {
-	t := time.NewTicker(s.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, s.cfg.Interval, func() {
 		n, err := s.Sweep(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("sweep failed", "error", err)
@@ -81,7 +74,7 @@ func (s *Sweeper) Run(ctx context.Context) {
 		if n > 0 {
 			s.log.Info("re-drove stuck orders", "orders", n)
 		}
-	}
+	})
 }
 
 // Sweep re-drives the orders that are unfinished and unchanged for StuckAfter, and returns
@@ -89,29 +82,26 @@ func (s *Sweeper) Run(ctx context.Context) {
 // put them there, and `orderd dlq redrive` sends them on once the cause is fixed. It does
 // nothing while another sweeper holds the sweep lock.
 func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
-	conn, err := s.db.Conn(ctx)
+	conn, release, ok, err := tryLock(ctx, s.db, sweepLock)
 	if err != nil {
 		return 0, fmt.Errorf("sweep: %w", err)
 	}
-	defer conn.Close()
-	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(CONCAT(?, SHA1(DATABASE())), 0)`, sweepLock).Scan(&got); err != nil {
-		return 0, fmt.Errorf("sweep: %w", err)
-	}
-	if got.Int64 != 1 {
+	if !ok {
 		return 0, nil
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(CONCAT(?, SHA1(DATABASE())))`, sweepLock) //nolint:errcheck // released on close too
+	defer release()
 
+	// Unfinished is email_sent = 0 and email_failed = 0: the email is every path's last step
+	// (sent, or refused for good by the mail server, which ends the order too), so a pending
+	// order has done neither. ix_orders_email_sent keeps this to the unfinished orders (and the
+	// few refused ones), not the table.
 	cutoff := s.now().UTC().Add(-s.cfg.StuckAfter)
-	// Unfinished: pending, or the email step still due (not sent, and not refused for good by
-	// the mail server, which ends the order too).
 	rows, err := conn.QueryContext(ctx, `SELECT o.order_id FROM orders o
 		LEFT JOIN order_redrives r ON r.order_id = o.order_id
-		WHERE (o.order_status = ? OR (o.email_sent = 0 AND o.email_failed = 0)) AND o.updated_at < ? AND (r.redriven_at IS NULL OR r.redriven_at < ?)
+		WHERE o.email_sent = 0 AND o.email_failed = 0 AND o.updated_at < ? AND (r.redriven_at IS NULL OR r.redriven_at < ?)
 		  AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.order_id = o.order_id AND d.version = o.version)
 		ORDER BY o.updated_at LIMIT ?`,
-		domain.StatusPending, cutoff, cutoff, s.cfg.Batch)
+		cutoff, cutoff, s.cfg.Batch)
 	if err != nil {
 		return 0, fmt.Errorf("sweep: find stuck orders: %w", err)
 	}
@@ -163,4 +153,16 @@ func (s *Sweeper) Redrive(ctx context.Context, id domain.OrderID) (bool, error) 
 		return false, fmt.Errorf("re-drive order %d: %w", id, err)
 	}
 	return true, tx.Commit()
+}
+
+// RemoveRecords deletes, in tx, up to limit re-drive records made before before, oldest
+// first, and returns how many. A record only spaces re-drives StuckAfter apart, so one older
+// than that has done its work; they are kept longer only to show what was re-driven. Run it
+// at READ COMMITTED, so that its range scan locks no gap that new records go into.
+func (s *Sweeper) RemoveRecords(ctx context.Context, tx *sql.Tx, before time.Time, limit int) (int64, error) {
+	res, err := tx.ExecContext(ctx, `DELETE FROM order_redrives WHERE redriven_at < ? ORDER BY redriven_at LIMIT ?`, before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("remove old re-drive records: %w", err)
+	}
+	return res.RowsAffected()
 }

@@ -177,11 +177,18 @@ func (Orders) AfterAppend(ctx context.Context, tx *sql.Tx, changes []eventstore.
 	return writeRows(ctx, tx, OrdersTable, rows)
 }
 
+// Queryer is what the readers need of the database: a *sql.DB, or a *sql.Conn (a test that
+// counts the rows a query reads runs it on one connection).
+type Queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
 // Reader reads the orders projection.
-type Reader struct{ db *sql.DB }
+type Reader struct{ db Queryer }
 
 // NewReader returns a reader over db.
-func NewReader(db *sql.DB) (*Reader, error) {
+func NewReader(db Queryer) (*Reader, error) {
 	if db == nil {
 		return nil, errors.New("projections: nil db")
 	}

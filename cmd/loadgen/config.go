@@ -72,7 +72,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.BoolVar(&cfg.jsonOut, "json", false, "also print the summary as one line of JSON, last on stdout")
 	fs.StringVar(&cfg.sqsEndpoint, "sqs-endpoint", envOr("SQS_ENDPOINT", "http://127.0.0.1:4100"), "SQS endpoint given to the peer and to an orderd started by loadgen; $SQS_ENDPOINT when set")
 
-	fs.StringVar(&cfg.orderdURL, "url", envOr("API_URL", "http://127.0.0.1:8080"), "orderd base URL; $API_URL when set")
+	fs.StringVar(&cfg.orderdURL, "url", envOr("API_URL", "http://127.0.0.1:8080"), "orderd base URL; $API_URL when set (an orderd loadgen does not start must run with PLACEMENT_RATE_LIMIT=0)")
 	fs.StringVar(&cfg.orderdPath, "orderd-path", "/place-order", "path orderd takes orders on; the seed-compatible one by default")
 	fs.StringVar(&cfg.orderdDSN, "orderd-dsn", envOr("MYSQL_DSN", "root@tcp(127.0.0.1:3306)/orderd"), "orderd's database, polled for terminal orders; $MYSQL_DSN when set")
 	fs.StringVar(&cfg.orderdBin, "orderd-bin", "", "start orderd from this binary `path` (path migrate, then path serve) instead of using one running at -url")

@@ -90,4 +90,8 @@ func TestOrderdEnvLetsExplicitSettingsWin(t *testing.T) {
 	if last["HTTP_ADDR"] != "0.0.0.0:8181" || last["MYSQL_DSN"] != cfg.orderdDSN || last["SQS_ENDPOINT"] != cfg.sqsEndpoint {
 		t.Errorf("HTTP_ADDR %q, MYSQL_DSN %q, SQS_ENDPOINT %q", last["HTTP_ADDR"], last["MYSQL_DSN"], last["SQS_ENDPOINT"])
 	}
+	// The benchmark's clients are one address placing as fast as they can.
+	if last["PLACEMENT_RATE_LIMIT"] != "0" {
+		t.Errorf("PLACEMENT_RATE_LIMIT %q, want 0 (off)", last["PLACEMENT_RATE_LIMIT"])
+	}
 }

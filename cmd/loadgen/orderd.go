@@ -21,8 +21,9 @@ type orderdProc struct {
 
 // orderdEnv is the environment orderd is started with: loadgen's own, then the settings
 // loadgen must agree with orderd on (the database it polls, the address it sends to, the SQS
-// endpoint it shares with the peer), then -orderd-env, which wins because exec uses the last
-// value of a repeated key.
+// endpoint it shares with the peer, no placement rate limit: every client of the benchmark
+// is one address placing as fast as it can), then -orderd-env, which wins because exec uses
+// the last value of a repeated key.
 func orderdEnv(cfg *config) ([]string, error) {
 	u, err := url.Parse(cfg.orderdURL)
 	if err != nil || u.Host == "" {
@@ -32,6 +33,7 @@ func orderdEnv(cfg *config) ([]string, error) {
 		"MYSQL_DSN="+cfg.orderdDSN,
 		"HTTP_ADDR="+u.Host,
 		"SQS_ENDPOINT="+cfg.sqsEndpoint,
+		"PLACEMENT_RATE_LIMIT=0",
 	)
 	return append(env, cfg.orderdEnv...), nil
 }

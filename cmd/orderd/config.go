@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	netmail "net/mail"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"slices"
@@ -43,6 +45,8 @@ var configKeys = []string{
 	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
 	"READY_MAX_LAG", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 	"GOGC", "GOMEMLIMIT", "OPERATOR_PASSWORD", "MESSAGE_SIGNING_KEY",
+	"PLACEMENT_RATE_LIMIT", "TRUSTED_PROXIES", "HTTP_MAX_CONNS", "HTTP_IDLE_TIMEOUT",
+	"IDEMPOTENCY_TTL", "DEAD_LETTER_RETENTION",
 }
 
 // The garbage collector's settings for `orderd serve` unless GOGC or GOMEMLIMIT say otherwise.
@@ -83,6 +87,21 @@ type config struct {
 	// alone (GOGC or GOMEMLIMIT is set, and the runtime has read it).
 	GCPercent   int
 	MemoryLimit int64
+	// PlacementRate is how many orders per second one client may place (burst twice that);
+	// 0 turns the limit off. TrustedProxies are the reverse proxies whose X-Forwarded-For
+	// names the client.
+	PlacementRate  float64
+	TrustedProxies []netip.Prefix
+	// HTTPMaxConns caps the API's concurrent connections; 0 derives the cap from the
+	// process's open-file limit at start (httpMaxConns). HTTPIdleTimeout closes a keep-alive
+	// connection that has been idle this long.
+	HTTPMaxConns    int
+	HTTPIdleTimeout time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key stays bound to its order;
+	// DeadLetterRetention how long dead letters (those no longer holding an order) and
+	// re-drive records are kept.
+	IdempotencyTTL      time.Duration
+	DeadLetterRetention time.Duration
 	// Tracing is on when an OTEL_* variable names an exporter or an endpoint; the
 	// OpenTelemetry SDK reads the rest of its OTEL_* settings itself.
 	Tracing bool
@@ -179,7 +198,107 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.SigningKey, err = outbox.SigningKey(getenv("MESSAGE_SIGNING_KEY")); err != nil {
 		return config{}, fmt.Errorf("MESSAGE_SIGNING_KEY: %w", err) // the key itself is never repeated
 	}
+	// 5 per second, burst 10: a person places an order every few seconds at the most, so even
+	// a busy office or a carrier's NAT sharing one address stays far below it, while one
+	// client alone cannot take more than about 1% of what the pipeline finishes per second.
+	if c.PlacementRate, err = strconv.ParseFloat(get("PLACEMENT_RATE_LIMIT", "5"), 64); err != nil ||
+		c.PlacementRate < 0 || c.PlacementRate > 1e6 || math.IsNaN(c.PlacementRate) {
+		return config{}, fmt.Errorf("PLACEMENT_RATE_LIMIT: must be orders per second per client (0 turns it off), got %q", getenv("PLACEMENT_RATE_LIMIT"))
+	}
+	if c.TrustedProxies, err = parsePrefixes(get("TRUSTED_PROXIES", "")); err != nil {
+		return config{}, fmt.Errorf("TRUSTED_PROXIES: %v", err)
+	}
+	if c.HTTPMaxConns, err = strconv.Atoi(get("HTTP_MAX_CONNS", "0")); err != nil || c.HTTPMaxConns < 0 || c.HTTPMaxConns > 1_000_000 {
+		return config{}, fmt.Errorf("HTTP_MAX_CONNS: must be a whole number of connections (0: derived from the open-file limit), got %q", getenv("HTTP_MAX_CONNS"))
+	}
+	if c.IdempotencyTTL, err = parseRetention(get("IDEMPOTENCY_TTL", "24h")); err != nil || c.IdempotencyTTL < time.Minute {
+		return config{}, fmt.Errorf("IDEMPOTENCY_TTL: must be a duration of at least 1m (e.g. 24h, 7d), got %q", getenv("IDEMPOTENCY_TTL"))
+	}
+	if c.DeadLetterRetention, err = parseRetention(get("DEAD_LETTER_RETENTION", "30d")); err != nil || c.DeadLetterRetention < time.Hour {
+		return config{}, fmt.Errorf("DEAD_LETTER_RETENTION: must be a duration of at least 1h (e.g. 30d, 720h), got %q", getenv("DEAD_LETTER_RETENTION"))
+	}
+	if c.HTTPIdleTimeout, err = time.ParseDuration(get("HTTP_IDLE_TIMEOUT", "30s")); err != nil || c.HTTPIdleTimeout < time.Second || c.HTTPIdleTimeout > time.Hour {
+		return config{}, fmt.Errorf("HTTP_IDLE_TIMEOUT: must be a duration from 1s to 1h, got %q", getenv("HTTP_IDLE_TIMEOUT"))
+	}
 	return c, c.validate()
+}
+
+// HTTP connections: at most maxHTTPConns by default (each costs about 20 KiB of memory while
+// open), and never fewer than minHTTPConns.
+const (
+	maxHTTPConns = 1024
+	minHTTPConns = 16
+)
+
+// descriptorsBesidesHTTP is how many file descriptors the process may need for everything
+// but HTTP connections, at the most: the MySQL pool; SQS (every long-polling receive, plus
+// deletes, visibility changes, relay sends and the keep-alive connections the AWS client
+// keeps); SMTP (the sender keeps up to 64 idle connections and sends at most
+// QUEUE_IN_FLIGHT at once); and its own (standard streams, logs, epoll, listeners, DNS,
+// /proc reads, the trace exporter).
+func (c config) descriptorsBesidesHTTP() int {
+	mysql := c.MySQLMaxConns
+	sqs := 3*c.QueueReceivers + 64
+	smtp := max(64, c.QueueInFlight)
+	return mysql + sqs + smtp + 64
+}
+
+// httpMaxConns returns the cap on concurrent HTTP connections for a process whose open-file
+// limit is nofile (0: unknown): HTTP_MAX_CONNS, or what the limit leaves after
+// descriptorsBesidesHTTP (at most maxHTTPConns). Either way idle or slow HTTP clients can
+// never take the descriptors the queue receivers, the database pool and the mail sender
+// need. It fails, naming what to change, when the limit leaves too little.
+func (c config) httpMaxConns(nofile uint64) (int, error) {
+	reserve := c.descriptorsBesidesHTTP()
+	room := math.MaxInt32 // no known limit
+	if nofile > 0 && nofile < math.MaxInt32 {
+		room = int(nofile) - reserve
+	}
+	switch {
+	case c.HTTPMaxConns > 0 && c.HTTPMaxConns > room:
+		return 0, fmt.Errorf("HTTP_MAX_CONNS: %d connections do not fit in the open-file limit of %d beside the %d descriptors MySQL, SQS, SMTP and the process need: raise `ulimit -n` or set at most %d",
+			c.HTTPMaxConns, nofile, reserve, max(room, 0))
+	case c.HTTPMaxConns > 0:
+		return c.HTTPMaxConns, nil
+	case room < minHTTPConns:
+		return 0, fmt.Errorf("HTTP_MAX_CONNS: the open-file limit of %d leaves %d descriptors for HTTP connections beside the %d MySQL, SQS, SMTP and the process need: raise `ulimit -n` to at least %d, or lower MYSQL_MAX_CONNS or QUEUE_IN_FLIGHT",
+			nofile, max(room, 0), reserve, reserve+minHTTPConns)
+	}
+	return min(room, maxHTTPConns), nil
+}
+
+// parseRetention reads a Go duration, or a whole number of days ("30d").
+func parseRetention(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 || n > 36500 {
+			return 0, fmt.Errorf("%q is not a number of days", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
+}
+
+// parsePrefixes reads a comma-separated list of CIDRs and single addresses.
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, p := range splitList(s) {
+		if strings.Contains(p, "/") {
+			pfx, err := netip.ParsePrefix(p)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a CIDR (e.g. 10.0.0.0/8): %v", p, err)
+			}
+			out = append(out, pfx.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(p)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address or CIDR", p)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // tuneGC applies GCPercent and MemoryLimit to the runtime.

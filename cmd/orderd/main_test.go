@@ -92,7 +92,13 @@ func (o *orderd) Stop(t *testing.T) {
 
 func postJSON(t *testing.T, url, body string) (int, []byte) {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	return postJSONWith(t, http.DefaultClient, url, body)
+}
+
+// postJSONWith is postJSON over client.
+func postJSONWith(t *testing.T, client *http.Client, url, body string) (int, []byte) {
+	t.Helper()
+	resp, err := client.Post(url, "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatalf("POST %s: %v", url, err)
 	}
@@ -130,6 +136,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		"MYSQL_DSN": "not a dsn", "SQS_ENDPOINT": "ftp://x", "HTTP_ADDR": "8080", "QUEUE_IN_FLIGHT": "5", "QUEUE_RECEIVERS": "0",
 		"ORDERD_COMPONENTS": "api,billing", "MAIL_FROM": "not-an-address", "QUEUE_PREFIX": "a b",
 		"CORS_ALLOWED_ORIGINS": "*", "OPERATOR_PASSWORD": "short", "MESSAGE_SIGNING_KEY": "short-secret",
+		"PLACEMENT_RATE_LIMIT": "-1", "TRUSTED_PROXIES": "10.0.0.0/33",
 	} {
 		err := run(context.Background(), []string{"serve"}, func(k string) string {
 			if k == key {
@@ -251,10 +258,15 @@ func placeOrders(t *testing.T, baseURL, mailDomain string, n int, progress func(
 }
 
 func placeOne(t *testing.T, baseURL, mailDomain string, i int) (placed, bool) {
+	return placeOneWith(t, http.DefaultClient, baseURL, mailDomain, i)
+}
+
+// placeOneWith is placeOne over client.
+func placeOneWith(t *testing.T, client *http.Client, baseURL, mailDomain string, i int) (placed, bool) {
 	c := pipelineCases[i%len(pipelineCases)]
 	name := fmt.Sprintf("Customer %d", i)
 	if c.seed {
-		code, body := postJSON(t, baseURL+"/place-order", fmt.Sprintf(`{"customerName":%q}`, name))
+		code, body := postJSONWith(t, client, baseURL+"/place-order", fmt.Sprintf(`{"customerName":%q}`, name))
 		var got struct {
 			Message string `json:"message"`
 			OrderID int    `json:"orderId"`
@@ -266,7 +278,7 @@ func placeOne(t *testing.T, baseURL, mailDomain string, i int) (placed, bool) {
 		return placed{id: got.OrderID, c: c, email: "orders@" + mailDomain}, true
 	}
 	email := fmt.Sprintf("customer-%d@%s", i, mailDomain)
-	code, body := postJSON(t, baseURL+"/orders", fmt.Sprintf(`{"customerName":%q,"customerEmail":%q,"items":%s}`, name, email, c.items))
+	code, body := postJSONWith(t, client, baseURL+"/orders", fmt.Sprintf(`{"customerName":%q,"customerEmail":%q,"items":%s}`, name, email, c.items))
 	var got struct {
 		OrderID int               `json:"orderId"`
 		Links   map[string]string `json:"links"`

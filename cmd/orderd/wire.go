@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-sql-driver/mysql"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"golang.org/x/net/netutil"
 
 	"orderd/deadletter"
 	"orderd/eventstore"
@@ -120,12 +121,16 @@ type service struct {
 	store   *eventstore.Store
 	relay   *outbox.Relay
 	sweeper *outbox.Sweeper
+	cleaner *outbox.Cleaner
 	router  *message.Router
 	http    *http.Server
 	metrics *metrics.Metrics
 	// operators guards everything for operators, on the API and on PPROF_ADDR.
 	operators *handlers.Operators
 	closers   []func() error
+
+	// httpMaxConns caps the API's concurrent connections (config.httpMaxConns).
+	httpMaxConns int
 }
 
 // newService wires config → DB → SQS → event store → stages → router → HTTP.
@@ -183,7 +188,11 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 	if err != nil {
 		return nil, err
 	}
-	if err := s.metrics.WatchState(s.db, dlqAdmin.Depths, log); err != nil {
+	state, err := metricsState(s.db, dlqAdmin.Depths)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.metrics.WatchState(state, log); err != nil {
 		return nil, err
 	}
 	if cfg.runs(componentRelay) {
@@ -202,6 +211,9 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 		}
 		s.store.OnCommit(func([]eventstore.Record) { s.relay.Kick() })
 		if s.sweeper, err = outbox.NewSweeper(s.db, s.store, writer, log, outbox.SweeperConfig{StuckAfter: cfg.RedriveAfter}); err != nil {
+			return nil, err
+		}
+		if s.cleaner, err = newCleaner(cfg, s.db, s.store, s.sweeper, log); err != nil {
 			return nil, err
 		}
 	}
@@ -271,6 +283,49 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 	return nil
 }
 
+// newCleaner returns the cleaner that keeps the tables from growing without bound: it
+// forgets idempotency keys after IDEMPOTENCY_TTL, and removes dead letters that no longer hold
+// an order and re-drive records after DEAD_LETTER_RETENTION.
+func newCleaner(cfg config, db *sql.DB, store *eventstore.Store, sweeper *outbox.Sweeper, log *slog.Logger) (*outbox.Cleaner, error) {
+	deadLog, err := deadletter.NewLog(db)
+	if err != nil {
+		return nil, err
+	}
+	return outbox.NewCleaner(db, log, outbox.CleanerConfig{},
+		outbox.Retention{Name: "idempotency keys", Keep: cfg.IdempotencyTTL, Remove: store.ExpireIdempotencyKeys},
+		outbox.Retention{Name: "dead letters", Keep: cfg.DeadLetterRetention, Remove: deadLog.RemoveOlder},
+		outbox.Retention{Name: "re-drive records", Keep: cfg.DeadLetterRetention, Remove: sweeper.RemoveRecords},
+	)
+}
+
+// metricsState is what /metrics reads when it is scraped, each part from its table's owner.
+func metricsState(db *sql.DB, dlq metrics.QueueDepths) (metrics.State, error) {
+	reader, err := projections.NewReader(db)
+	if err != nil {
+		return metrics.State{}, err
+	}
+	counter, err := projections.NewStatusCounter(db, 0)
+	if err != nil {
+		return metrics.State{}, err
+	}
+	return metrics.State{
+		OrderCounts: func(ctx context.Context) (map[string]int64, error) {
+			c, err := counter.Counts(ctx)
+			delete(c.ByStatus, "all")
+			return c.ByStatus, err
+		},
+		OutboxBacklog: func(ctx context.Context) (int64, time.Time, error) {
+			b, err := outbox.ReadBacklog(ctx, db, 100_000)
+			return b.Waiting, b.Oldest, err
+		},
+		ProjectionLag: func(ctx context.Context) (int64, float64, error) {
+			l, err := reader.Lag(ctx)
+			return l.EventsBehind(), l.Seconds, err
+		},
+		DeadLetterQueues: dlq,
+	}, nil
+}
+
 // countSQS is the client option that counts SQS requests in the metrics.
 func (s *service) countSQS() func(*sqs.Options) {
 	return queues.CountRequests(func(op string) { s.metrics.SQSRequests.WithLabelValues(op).Inc() })
@@ -297,6 +352,7 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 		Dashboard: dash,
 		Placer:    placer, Orders: reader, Store: s.store, DeadLetters: deadLog, AllowedOrigins: s.cfg.AllowedOrigins, Log: s.log,
 		Metrics: s.metrics, Operators: s.operators,
+		PlacementLimit: handlers.RateLimit{PerSecond: s.cfg.PlacementRate, TrustedProxies: s.cfg.TrustedProxies},
 		Health: func(ctx context.Context) map[string]error {
 			return map[string]error{"mysql": s.db.PingContext(ctx), "sqs": queues.Ping(ctx, sqsClient, qcfg)}
 		},
@@ -314,8 +370,15 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 	handler := otelhttp.NewHandler(api.Handler(), "http", otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
 		return r.Method
 	}))
+	if s.httpMaxConns, err = s.cfg.httpMaxConns(openFileLimit()); err != nil {
+		return err
+	}
+	// Short timeouts, so that slow or silent clients give their connection (one of
+	// httpMaxConns) back soon: a request is at most 64 KiB of JSON and a few headers, an answer
+	// a page of the dashboard.
 	s.http = &http.Server{Addr: s.cfg.HTTPAddr, Handler: handler, ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
+		ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: s.cfg.HTTPIdleTimeout,
+		MaxHeaderBytes: 32 << 10}
 	return nil
 }
 
@@ -358,6 +421,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		go func() { defer wg.Done(); _ = s.relay.Run(runCtx) }()
 		wg.Add(1)
 		go func() { defer wg.Done(); s.sweeper.Run(runCtx) }()
+		wg.Add(1)
+		go func() { defer wg.Done(); s.cleaner.Run(runCtx) }()
 	}
 	if s.router != nil {
 		go func() { errc <- s.router.Run(runCtx) }()
@@ -372,6 +437,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		if err != nil {
 			return fmt.Errorf("HTTP_ADDR: %w", err)
 		}
+		// Beyond the cap, connections wait in the kernel's accept queue, holding none of this
+		// process's file descriptors.
+		ln = netutil.LimitListener(ln, s.httpMaxConns)
+		log.Info("HTTP connections capped", "max_conns", s.httpMaxConns, "open_file_limit", openFileLimit(),
+			"idle_timeout", cfg.HTTPIdleTimeout.String())
 		go func() { errc <- s.http.Serve(ln) }()
 		fmt.Fprintf(stdout, "orderd listening on http://%s (components: %s)\n", ln.Addr(), strings.Join(cfg.Components, ","))
 	} else {
@@ -449,14 +519,15 @@ func migrationsApplied(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// relayLag fails when the oldest event waiting to be relayed to SQS is older than limit.
+// relayLag fails when the oldest event waiting to be relayed to SQS is older than limit. It
+// reads a bounded part of the outbox, so probes stay cheap while a backlog builds up.
 func relayLag(ctx context.Context, db *sql.DB, limit time.Duration) error {
-	var oldest sql.NullTime
-	if err := db.QueryRowContext(ctx, `SELECT MIN(created_at) FROM outbox`).Scan(&oldest); err != nil {
+	b, err := outbox.ReadBacklog(ctx, db, 10_000)
+	if err != nil {
 		return err
 	}
-	if oldest.Valid && time.Since(oldest.Time) > limit {
-		return fmt.Errorf("the oldest unrelayed event is %s old (limit %s)", time.Since(oldest.Time).Round(time.Second), limit)
+	if !b.Oldest.IsZero() && time.Since(b.Oldest) > limit {
+		return fmt.Errorf("the oldest unrelayed event is %s old (limit %s)", time.Since(b.Oldest).Round(time.Second), limit)
 	}
 	return nil
 }

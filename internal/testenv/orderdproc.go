@@ -191,6 +191,16 @@ func (p *Process) Exited() bool {
 	}
 }
 
+// Pid returns the running process's id, 0 when it is not running.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Starts and Kills count the starts and the SIGKILLs so far.
 func (p *Process) Starts() int { p.mu.Lock(); defer p.mu.Unlock(); return p.starts }
 func (p *Process) Kills() int  { p.mu.Lock(); defer p.mu.Unlock(); return p.kills }

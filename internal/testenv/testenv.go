@@ -138,15 +138,17 @@ func (e *Env) Strings(t testing.TB, query string, args ...any) []string {
 }
 
 // Getenv returns a getenv function for orderd's configuration pointing at this
-// environment, with overrides.
+// environment, with overrides. The placement rate limit is off: the tests place hundreds of
+// orders a second from one address (a test of the limit itself sets it).
 func (e *Env) Getenv(overrides map[string]string) func(string) string {
 	m := map[string]string{
-		"MYSQL_DSN":    e.DSN,
-		"SQS_ENDPOINT": e.SQSEndpoint,
-		"QUEUE_PREFIX": e.QueuePrefix,
-		"SMTP_ADDR":    e.SMTPAddr,
-		"HTTP_ADDR":    "127.0.0.1:0",
-		"AWS_REGION":   "us-east-1",
+		"MYSQL_DSN":            e.DSN,
+		"SQS_ENDPOINT":         e.SQSEndpoint,
+		"QUEUE_PREFIX":         e.QueuePrefix,
+		"SMTP_ADDR":            e.SMTPAddr,
+		"HTTP_ADDR":            "127.0.0.1:0",
+		"AWS_REGION":           "us-east-1",
+		"PLACEMENT_RATE_LIMIT": "0",
 		// Operators' endpoints need it; AsOperator sends it.
 		"OPERATOR_PASSWORD": OperatorPassword,
 	}

@@ -1,0 +1,53 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// Backlog is what the outbox holds: events committed but not yet accepted by SQS.
+type Backlog struct {
+	Queues  []QueueBacklog
+	Waiting int64
+	Oldest  time.Time // when the oldest waiting row was written; zero when none waits
+	// Capped says more rows wait than were read: Waiting and the queues' counts are lower
+	// bounds, and Oldest the oldest of the rows read.
+	Capped bool
+}
+
+// QueueBacklog is what the outbox holds for one queue.
+type QueueBacklog struct {
+	Queue   string
+	Waiting int64
+	Oldest  time.Time
+}
+
+// ReadBacklog reads the outbox's backlog from at most its scan lowest positions (the rows
+// the relay takes first), so that a large backlog during an outage costs a bounded read.
+// While the relay keeps up the outbox holds a handful of rows and every figure is exact.
+func ReadBacklog(ctx context.Context, db interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}, scan int) (Backlog, error) {
+	rows, err := db.QueryContext(ctx, `SELECT queue, COUNT(*), MIN(created_at) FROM
+		(SELECT queue, created_at FROM outbox ORDER BY position LIMIT ?) lowest GROUP BY queue ORDER BY queue`, scan+1)
+	if err != nil {
+		return Backlog{}, fmt.Errorf("read the outbox backlog: %w", err)
+	}
+	defer rows.Close()
+	var b Backlog
+	for rows.Next() {
+		var q QueueBacklog
+		if err := rows.Scan(&q.Queue, &q.Waiting, &q.Oldest); err != nil {
+			return Backlog{}, fmt.Errorf("read the outbox backlog: %w", err)
+		}
+		b.Queues = append(b.Queues, q)
+		b.Waiting += q.Waiting
+		if b.Oldest.IsZero() || q.Oldest.Before(b.Oldest) {
+			b.Oldest = q.Oldest
+		}
+	}
+	b.Capped = b.Waiting > int64(scan)
+	return b, rows.Err()
+}
