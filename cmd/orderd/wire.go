@@ -24,6 +24,7 @@ import (
 
 	"orderd/deadletter"
 	"orderd/eventstore"
+	"orderd/feed"
 	"orderd/handlers"
 	"orderd/mail"
 	"orderd/metrics"
@@ -32,6 +33,7 @@ import (
 	"orderd/outbox"
 	"orderd/payment"
 	"orderd/projections"
+	"orderd/projections/customers"
 	"orderd/queues"
 	"orderd/router"
 	"orderd/tracing"
@@ -122,6 +124,9 @@ type service struct {
 	http    *http.Server
 	metrics *metrics.Metrics
 	closers []func() error
+
+	// customers keeps the per-customer read model from the log's feed.
+	customers *feed.Consumer
 }
 
 // newService wires config → DB → SQS → event store → stages → router → HTTP.
@@ -159,7 +164,11 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 	if err != nil {
 		return nil, err
 	}
-	if s.store, err = eventstore.New(s.db, projections.Orders{}, writer); err != nil {
+	feedWriter, err := feed.NewWriter(customers.Topic)
+	if err != nil {
+		return nil, err
+	}
+	if s.store, err = eventstore.New(s.db, projections.Orders{}, writer, feedWriter); err != nil {
 		return nil, err
 	}
 	s.store.OnCommit(func(appended []eventstore.Record) {
@@ -190,6 +199,11 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 		}
 		s.store.OnCommit(func([]eventstore.Record) { s.relay.Kick() })
 		if s.sweeper, err = outbox.NewSweeper(s.db, s.store, writer, log, outbox.SweeperConfig{StuckAfter: cfg.RedriveAfter}); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.runs(componentCustomers) {
+		if s.customers, err = feed.NewConsumer(s.db, customers.Apply, log, feed.ConsumerConfig{Topic: customers.Topic.Name}); err != nil {
 			return nil, err
 		}
 	}
@@ -344,6 +358,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		go func() { defer wg.Done(); _ = s.relay.Run(runCtx) }()
 		wg.Add(1)
 		go func() { defer wg.Done(); s.sweeper.Run(runCtx) }()
+	}
+	if s.customers != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = s.customers.Run(runCtx) }()
 	}
 	if s.router != nil {
 		go func() { errc <- s.router.Run(runCtx) }()
