@@ -61,10 +61,15 @@ func (r *rig) mustPlace(t *testing.T, name string) domain.OrderID {
 	return id
 }
 
-// count records in the handled table that rec's event was handled.
-func count(ctx context.Context, tx eventstore.Tx, rec eventstore.Record) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO handled (position, times) VALUES (?, 1) ON DUPLICATE KEY UPDATE times = times + 1`, rec.Position)
-	return err
+// count records in the handled table that the events were handled.
+func count(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) error {
+	for _, rec := range recs {
+		_, err := tx.ExecContext(ctx, `INSERT INTO handled (position, times) VALUES (?, 1) ON DUPLICATE KEY UPDATE times = times + 1`, rec.Position)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // start runs a consumer of the test topic until the test ends.
@@ -197,9 +202,11 @@ func TestConsumerHandlesALateCommit(t *testing.T) {
 	g := testenv.NewGate()
 	r := newRig(t, g)
 	seen := make(chan int64, 10)
-	r.start(t, func(ctx context.Context, tx eventstore.Tx, rec eventstore.Record) error {
-		seen <- rec.Position
-		return count(ctx, tx, rec)
+	r.start(t, func(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) error {
+		for _, rec := range recs {
+			seen <- rec.Position
+		}
+		return count(ctx, tx, recs)
 	}, feed.ConsumerConfig{})
 	held, done := g.Hold(t, func() error { _, err := r.place("late"); return err })
 	r.mustPlace(t, "early")
@@ -223,11 +230,11 @@ func TestAppendsDoNotWaitForAHandler(t *testing.T) {
 	first := r.mustPlace(t, "first")
 	entered, release := make(chan eventstore.Record), make(chan struct{})
 	var once sync.Once
-	r.start(t, func(ctx context.Context, tx eventstore.Tx, rec eventstore.Record) error {
-		if err := count(ctx, tx, rec); err != nil {
+	r.start(t, func(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) error {
+		if err := count(ctx, tx, recs); err != nil {
 			return err
 		}
-		once.Do(func() { entered <- rec; <-release })
+		once.Do(func() { entered <- recs[0]; <-release })
 		return nil
 	}, feed.ConsumerConfig{})
 	if rec := recv(t, entered); rec.StreamID != first {
@@ -256,28 +263,66 @@ func TestAppendsDoNotWaitForAHandler(t *testing.T) {
 	r.waitDrained(t)
 }
 
-// A failed handler's writes are undone, not committed with the batch, and its row comes
-// again; the rows after it in the batch are handled meanwhile.
+// A failed batch's writes are undone, not committed with the transaction; its events are
+// then applied one by one, so that the one that fails keeps its row (and comes again) while
+// the others are applied.
 func TestFailedHandlerLeavesNoWriteBehind(t *testing.T) {
 	r := newRig(t)
 	ids := []domain.OrderID{r.mustPlace(t, "a"), r.mustPlace(t, "b"), r.mustPlace(t, "c")}
-	failures := 0
 	var mu sync.Mutex
-	r.start(t, func(ctx context.Context, tx eventstore.Tx, rec eventstore.Record) error {
-		if err := count(ctx, tx, rec); err != nil {
+	var calls []int // the number of events of each call
+	failures := 0
+	r.start(t, func(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) error {
+		if err := count(ctx, tx, recs); err != nil {
 			return err
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if rec.StreamID == ids[0] && failures < 3 {
+		calls = append(calls, len(recs))
+		if slices.ContainsFunc(recs, func(r eventstore.Record) bool { return r.StreamID == ids[0] }) && failures < 3 {
 			failures++
 			return errors.New("refused")
 		}
 		return nil
 	}, feed.ConsumerConfig{})
 	r.waitDrained(t)
-	if failures != 3 {
-		t.Errorf("the handler failed %d times, want 3", failures)
+	mu.Lock()
+	defer mu.Unlock()
+	// The batch fails, then a alone (fails), b and c alone; then a alone, twice.
+	if want := []int{3, 1, 1, 1, 1, 1}; !slices.Equal(calls, want) {
+		t.Errorf("handler calls of %v events, want %v", calls, want)
+	}
+}
+
+// A backlog is applied a batch per handler call, in the log's order.
+func TestBacklogIsAppliedInBatches(t *testing.T) {
+	r := newRig(t)
+	for i := range 12 {
+		r.mustPlace(t, fmt.Sprint(i))
+	}
+	var mu sync.Mutex
+	var calls [][]int64
+	r.start(t, func(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) error {
+		mu.Lock()
+		defer mu.Unlock()
+		var ps []int64
+		for _, rec := range recs {
+			ps = append(ps, rec.Position)
+		}
+		calls = append(calls, ps)
+		return count(ctx, tx, recs)
+	}, feed.ConsumerConfig{Batch: 5})
+	r.waitDrained(t)
+	mu.Lock()
+	defer mu.Unlock()
+	var sizes []int
+	var all []int64
+	for _, c := range calls {
+		sizes = append(sizes, len(c))
+		all = append(all, c...)
+	}
+	if !slices.Equal(sizes, []int{5, 5, 2}) || !slices.Equal(all, r.positions(t)) {
+		t.Errorf("handler calls %v; want batches of 5, 5 and 2 events in the log's order", calls)
 	}
 }
 
@@ -337,7 +382,7 @@ func TestDeadlockedBatchIsRedoneNotContinuedOutsideATransaction(t *testing.T) {
 		_, err := tx.ExecContext(ctx, `UPDATE locks SET n = n + 1 WHERE id = ?`, id)
 		return err
 	}
-	r.start(t, func(ctx context.Context, tx eventstore.Tx, rec eventstore.Record) error {
+	r.start(t, func(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) error {
 		var n int
 		rows, err := tx.QueryContext(ctx, `SELECT @@in_transaction`)
 		if err != nil {
@@ -354,10 +399,10 @@ func TestDeadlockedBatchIsRedoneNotContinuedOutsideATransaction(t *testing.T) {
 		calls++
 		call := calls
 		if n == 0 {
-			outside = append(outside, rec.Position)
+			outside = append(outside, recs[0].Position)
 		}
 		mu.Unlock()
-		if err := count(ctx, tx, rec); err != nil {
+		if err := count(ctx, tx, recs); err != nil {
 			return err
 		}
 		// The first call (one worker's batch) and the second (necessarily the other worker's:
@@ -380,7 +425,7 @@ func TestDeadlockedBatchIsRedoneNotContinuedOutsideATransaction(t *testing.T) {
 		}
 		if err != nil {
 			mu.Lock()
-			deadlocks = append(deadlocks, rec.Position)
+			deadlocks = append(deadlocks, recs[0].Position)
 			mu.Unlock()
 		}
 		return err
