@@ -17,6 +17,7 @@ import (
 
 	"orderd/domain"
 	"orderd/ordering"
+	"orderd/projections/customers"
 )
 
 //go:embed web
@@ -41,6 +42,8 @@ type Dashboard struct {
 	page    *template.Template
 	static  http.Handler
 	now     func() time.Time
+
+	customers *customers.Reader
 }
 
 // NewDashboard returns the dashboard over the service's database and stock catalogue.
@@ -56,8 +59,12 @@ func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger) (*Das
 	if err != nil {
 		return nil, err
 	}
+	cust, err := customers.NewReader(db)
+	if err != nil {
+		return nil, err
+	}
 	return &Dashboard{db: db, catalog: catalog, log: log, page: page,
-		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), now: time.Now}, nil
+		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), now: time.Now, customers: cust}, nil
 }
 
 // Routes registers the page, its assets and its JSON endpoints on r.
@@ -68,6 +75,24 @@ func (d *Dashboard) Routes(r *mux.Router) {
 	r.HandleFunc("/api/dashboard/stock", d.stock).Methods(http.MethodGet)
 	r.HandleFunc("/api/dashboard/dead-letters", d.deadLetters).Methods(http.MethodGet)
 	r.HandleFunc("/api/dashboard/lag", d.lag).Methods(http.MethodGet)
+	r.HandleFunc("/api/dashboard/customers", d.topCustomers).Methods(http.MethodGet)
+}
+
+// topCustomers is GET /api/dashboard/customers?limit=: the customers whose completed orders
+// came to most, from the per-customer read model (which the customers component keeps a
+// moment behind the log).
+func (d *Dashboard) topCustomers(w http.ResponseWriter, r *http.Request) {
+	limit, err := intParam(r.URL.Query().Get("limit"), "limit", 20, 1, 200)
+	if err != nil {
+		d.writeError(w, r, err)
+		return
+	}
+	list, err := d.customers.Top(r.Context(), limit)
+	if err != nil {
+		d.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"customers": list})
 }
 
 func (d *Dashboard) index(w http.ResponseWriter, r *http.Request) {
