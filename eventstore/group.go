@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"orderd/domain"
 )
 
@@ -542,25 +544,19 @@ func (s *Store) allocate(ctx context.Context, tx *sql.Tx, creates []*request, al
 	return nil
 }
 
-// insertEvents appends the streams' new records in one statement and fills in their positions
-// and time. The UNIQUE (stream_id, version) key turns a concurrent append into
+// insertEvents appends the streams' new records in one statement, published to the log's
+// watermill-sql topic (topic.go), and fills in their positions and time. The UNIQUE (stream_id, version) key turns a concurrent append into
 // errVersionConflict.
 func insertEvents(ctx context.Context, tx *sql.Tx, touched []*stream, increment int64, now time.Time) error {
-	var args []any
-	n := 0
+	var msgs message.Messages
 	for _, st := range touched {
 		for i := range st.appended {
 			r := &st.appended[i]
 			r.OccurredAt = now
-			meta, err := jsonMarshalMeta(r.Metadata)
-			if err != nil {
-				return err
-			}
-			args = append(args, r.StreamID, r.Version, r.Type, r.SchemaVersion, st.payloads[i], meta, now)
-			n++
+			msgs = append(msgs, newMessage(*r, st.payloads[i]))
 		}
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata, occurred_at) VALUES `+rowsOf(7, n), args...)
+	res, err := publishLog(ctx, tx, msgs)
 	if isDuplicate(err) {
 		return errVersionConflict
 	}

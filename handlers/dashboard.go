@@ -19,6 +19,7 @@ import (
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/projections"
+	"orderd/projections/customers"
 )
 
 //go:embed web
@@ -47,6 +48,8 @@ type Dashboard struct {
 	page    *template.Template
 	static  http.Handler
 	now     func() time.Time
+
+	customers *customers.Reader
 }
 
 // lagScan bounds how much of the outbox one look at the lag reads (outbox.ReadBacklog).
@@ -77,8 +80,12 @@ func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger) (*Das
 	if err != nil {
 		return nil, err
 	}
+	cust, err := customers.NewReader(db)
+	if err != nil {
+		return nil, err
+	}
 	return &Dashboard{db: db, catalog: catalog, reader: reader, counts: counts, dead: dead, log: log, page: page,
-		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), now: time.Now}, nil
+		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), now: time.Now, customers: cust}, nil
 }
 
 // Routes registers the page, its assets and its JSON endpoints on r.
@@ -89,6 +96,24 @@ func (d *Dashboard) Routes(r *mux.Router) {
 	r.HandleFunc("/api/dashboard/stock", d.stock).Methods(http.MethodGet)
 	r.HandleFunc("/api/dashboard/dead-letters", d.deadLetters).Methods(http.MethodGet)
 	r.HandleFunc("/api/dashboard/lag", d.lag).Methods(http.MethodGet)
+	r.HandleFunc("/api/dashboard/customers", d.topCustomers).Methods(http.MethodGet)
+}
+
+// topCustomers is GET /api/dashboard/customers?limit=: the customers whose completed orders
+// came to most, from the per-customer read model (which the customers component keeps a
+// moment behind the log).
+func (d *Dashboard) topCustomers(w http.ResponseWriter, r *http.Request) {
+	limit, err := intParam(r.URL.Query().Get("limit"), "limit", 20, 1, 200)
+	if err != nil {
+		d.writeError(w, r, err)
+		return
+	}
+	list, err := d.customers.Top(r.Context(), limit)
+	if err != nil {
+		d.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"customers": list})
 }
 
 func (d *Dashboard) index(w http.ResponseWriter, r *http.Request) {

@@ -54,7 +54,7 @@ func placeTwo(t *testing.T, s *apiServer) (first, second map[string]string) {
 // operatorPaths are every operator endpoint, with a path that exists.
 var operatorPaths = []string{
 	"/", "/dashboard/static/dashboard.js", "/dashboard/static/dashboard.css",
-	"/api/dashboard/orders", "/api/dashboard/stock", "/api/dashboard/dead-letters", "/api/dashboard/lag", "/metrics",
+	"/api/dashboard/orders", "/api/dashboard/stock", "/api/dashboard/dead-letters", "/api/dashboard/lag", "/api/dashboard/customers", "/metrics",
 }
 
 func TestAnonymousReadsAreRefused(t *testing.T) {

@@ -8,11 +8,13 @@ import (
 
 	"orderd/deadletter"
 	"orderd/eventstore"
+	"orderd/feed"
 	"orderd/mail"
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/payment"
 	"orderd/projections"
+	"orderd/projections/customers"
 	"orderd/queues"
 	"orderd/router"
 )
@@ -64,7 +66,11 @@ func Build(db *sql.DB, cfg Config, log *slog.Logger) (*Function, error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := eventstore.New(db, projections.Orders{}, writer)
+	feedWriter, err := feed.NewWriter(customers.Topic)
+	if err != nil {
+		return nil, err
+	}
+	store, err := eventstore.New(db, projections.Orders{}, writer, feedWriter)
 	if err != nil {
 		return nil, err
 	}

@@ -32,9 +32,10 @@ const (
 	componentInventory = "inventory"
 	componentEmail     = "email"
 	componentRelay     = "relay"
+	componentCustomers = "customers" // keeps the per-customer read model from the log's feed
 )
 
-var allComponents = []string{componentAPI, componentPayment, componentInventory, componentEmail, componentRelay}
+var allComponents = []string{componentAPI, componentPayment, componentInventory, componentEmail, componentRelay, componentCustomers}
 
 // configKeys lists every environment variable orderd reads; nothing else reads the
 // environment.

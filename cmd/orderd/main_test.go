@@ -392,6 +392,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	n := len(orders)
 	waitFinished(t, env, n, 90*time.Second)
 	events, emails := checkOrders(t, env, orders, stockBefore, mailDomain)
+	checkCustomers(t, env)
 
 	// Everything relayed: the outbox is empty.
 	if left := env.Count(t, `SELECT COUNT(*) FROM outbox`); left != 0 {

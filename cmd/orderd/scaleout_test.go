@@ -90,6 +90,7 @@ func TestThreeInstances(t *testing.T) {
 
 	events, emails := checkOrders(t, env, orders, stockBefore, mailDomain) // exactly one email per order
 	checkLog(t, env, orders, stockBefore)                                  // exactly-once projection, causation chain
+	checkCustomers(t, env)                                                 // three consumers of the feed, each order once
 	if left := env.Count(t, `SELECT COUNT(*) FROM outbox`); left != 0 {
 		t.Errorf("outbox still holds %d rows", left)
 	}

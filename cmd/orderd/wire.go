@@ -25,6 +25,7 @@ import (
 
 	"orderd/deadletter"
 	"orderd/eventstore"
+	"orderd/feed"
 	"orderd/handlers"
 	"orderd/mail"
 	"orderd/metrics"
@@ -33,6 +34,7 @@ import (
 	"orderd/outbox"
 	"orderd/payment"
 	"orderd/projections"
+	"orderd/projections/customers"
 	"orderd/queues"
 	"orderd/router"
 	"orderd/tracing"
@@ -131,6 +133,9 @@ type service struct {
 
 	// httpMaxConns caps the API's concurrent connections (config.httpMaxConns).
 	httpMaxConns int
+
+	// customers keeps the per-customer read model from the log's feed.
+	customers *feed.Consumer
 }
 
 // newService wires config → DB → SQS → event store → stages → router → HTTP.
@@ -171,7 +176,11 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 	if err != nil {
 		return nil, err
 	}
-	if s.store, err = eventstore.New(s.db, projections.Orders{}, writer); err != nil {
+	feedWriter, err := feed.NewWriter(customers.Topic)
+	if err != nil {
+		return nil, err
+	}
+	if s.store, err = eventstore.New(s.db, projections.Orders{}, writer, feedWriter); err != nil {
 		return nil, err
 	}
 	s.store.OnCommit(func(appended []eventstore.Record) {
@@ -214,6 +223,11 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 			return nil, err
 		}
 		if s.cleaner, err = newCleaner(cfg, s.db, s.store, s.sweeper, log); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.runs(componentCustomers) {
+		if s.customers, err = feed.NewConsumer(s.db, customers.Apply, log, feed.ConsumerConfig{Topic: customers.Topic.Name}); err != nil {
 			return nil, err
 		}
 	}
@@ -423,6 +437,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		go func() { defer wg.Done(); s.sweeper.Run(runCtx) }()
 		wg.Add(1)
 		go func() { defer wg.Done(); s.cleaner.Run(runCtx) }()
+	}
+	if s.customers != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = s.customers.Run(runCtx) }()
 	}
 	if s.router != nil {
 		go func() { errc <- s.router.Run(runCtx) }()
