@@ -141,8 +141,10 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.Poll(`document.querySelector('#filters button[data-status="completed"] .count').textContent === "2" &&
 			document.querySelector('#filters button[data-status="cancelled"] .count').textContent === "1" &&
 			document.querySelector('#filters button[data-status="payment_failed"] .count').textContent === "1"`, nil),
-		chromedp.Text("#timeline li:first-child .ev-ids code", &correlation, chromedp.ByQuery),
-		chromedp.Text("#lag-outbox", &outboxWaiting, chromedp.ByQuery),
+		// Read in the page, in one step: the page re-renders its panels every second, and a
+		// node looked up first and read after ("chromedp.Text") can be gone in between.
+		chromedp.Poll(`(() => { const c = document.querySelector("#timeline li:first-child .ev-ids code"); return c ? c.textContent : false; })()`, &correlation),
+		chromedp.Poll(`(() => { const c = document.querySelector("#lag-outbox"); return c ? c.textContent : false; })()`, &outboxWaiting),
 	)
 	if correlation == "" || correlation == "—" {
 		t.Errorf("timeline shows no correlation id for OrderPlaced")
