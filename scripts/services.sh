@@ -330,7 +330,11 @@ goaws_up() {
 		say "goaws: up $(sqs_url) (not started by this script; left alone)"
 		return 0
 	fi
-	start_bg goaws -config "$(goaws_config)" -loglevel "$GOAWS_LOGLEVEL"
+	# goaws v0.5.4 reads and writes its queue map from concurrent handlers without a lock, and
+	# the Go runtime ends the process on it ("concurrent map read and map write" in
+	# GetQueueUrlV1, seen when many tests create queues at once). On one OS thread, without
+	# asynchronous preemption, a handler is not interrupted in the middle of a map write.
+	GOMAXPROCS=1 GODEBUG=asyncpreemptoff=1 start_bg goaws -config "$(goaws_config)" -loglevel "$GOAWS_LOGLEVEL"
 	wait_started goaws 30 goaws_answers
 	say "goaws: started $(sqs_url) (pid $(cat "$RUN_DIR/goaws.pid"))"
 }

@@ -117,6 +117,10 @@ func (g *Goaws) start() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	cmd := exec.Command(g.bin, "-config", g.config)
+	// As scripts/services.sh runs it: goaws v0.5.4 writes its queue map from concurrent
+	// handlers without a lock, which the Go runtime ends the process for; one OS thread
+	// without asynchronous preemption does not interrupt a map write.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		g.t.Fatalf("start goaws: %v", err)
