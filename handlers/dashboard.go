@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"database/sql"
 	"embed"
 	"errors"
@@ -16,6 +17,7 @@ import (
 
 	"orderd/deadletter"
 	"orderd/domain"
+	"orderd/eventstore"
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/projections"
@@ -244,12 +246,22 @@ func (d *Dashboard) deadLetters(w http.ResponseWriter, r *http.Request) {
 		d.writeError(w, r, err)
 		return
 	}
-	rows, err := d.db.QueryContext(r.Context(), `SELECT dl.order_id, dl.version, dl.queue, dl.event_id, dl.event_type, dl.reason,
+	list, total, err := d.readDeadLetters(r.Context(), limit)
+	if err != nil {
+		d.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deadLetters": list, "total": total})
+}
+
+// readDeadLetters reads the newest limit dead letters and how many there are in all.
+func (d *Dashboard) readDeadLetters(ctx context.Context, limit int) (_ []dashboardLetter, _ int64, err error) {
+	defer eventstore.Classify(&err)
+	rows, err := d.db.QueryContext(ctx, `SELECT dl.order_id, dl.version, dl.queue, dl.event_id, dl.event_type, dl.reason,
 		dl.dead_at, COALESCE(o.version = dl.version, FALSE)
 		FROM dead_letters dl LEFT JOIN orders o ON o.order_id = dl.order_id ORDER BY dl.id DESC LIMIT ?`, limit)
 	if err != nil {
-		d.writeError(w, r, fmt.Errorf("list dead letters: %w", err))
-		return
+		return nil, 0, fmt.Errorf("list dead letters: %w", err)
 	}
 	defer rows.Close()
 	list := []dashboardLetter{}
@@ -257,8 +269,7 @@ func (d *Dashboard) deadLetters(w http.ResponseWriter, r *http.Request) {
 		var l dashboardLetter
 		var order, version sql.NullInt64
 		if err := rows.Scan(&order, &version, &l.Queue, &l.EventID, &l.EventType, &l.Reason, &l.DeadAt, &l.Holding); err != nil {
-			d.writeError(w, r, fmt.Errorf("list dead letters: %w", err))
-			return
+			return nil, 0, fmt.Errorf("list dead letters: %w", err)
 		}
 		if order.Valid {
 			l.OrderID = &order.Int64
@@ -269,15 +280,13 @@ func (d *Dashboard) deadLetters(w http.ResponseWriter, r *http.Request) {
 		list = append(list, l)
 	}
 	if err := rows.Err(); err != nil {
-		d.writeError(w, r, fmt.Errorf("list dead letters: %w", err))
-		return
+		return nil, 0, fmt.Errorf("list dead letters: %w", err)
 	}
 	var total int64
-	if err := d.db.QueryRowContext(r.Context(), `SELECT COUNT(*) FROM dead_letters`).Scan(&total); err != nil {
-		d.writeError(w, r, fmt.Errorf("count dead letters: %w", err))
-		return
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM dead_letters`).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count dead letters: %w", err)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"deadLetters": list, "total": total})
+	return list, total, nil
 }
 
 // queueLag is what the outbox still holds for one queue.

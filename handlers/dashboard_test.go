@@ -75,3 +75,19 @@ func TestDashboardRefusesBadQueries(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardAnswers503WhileTheDatabaseIsDown: every read of the dashboard over a database
+// that refuses connections answers 503 with the JSON error, naming no address.
+func TestDashboardAnswers503WhileTheDatabaseIsDown(t *testing.T) {
+	h := newTestDashboard(t)
+	for _, path := range []string{"/", "/api/dashboard/orders", "/api/dashboard/stock", "/api/dashboard/dead-letters",
+		"/api/dashboard/lag", "/api/dashboard/customers"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		var body errorBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != http.StatusServiceUnavailable ||
+			body.Error.Code != "unavailable" || strings.Contains(rec.Body.String(), "127.0.0.1") {
+			t.Errorf("GET %s = %d %s, want 503 with an unavailable JSON error naming no address", path, rec.Code, rec.Body)
+		}
+	}
+}
