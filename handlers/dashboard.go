@@ -27,11 +27,6 @@ import (
 //go:embed web
 var webFiles embed.FS
 
-// StallAfter is how long a pending order may stay unchanged before the dashboard flags it
-// as slow; it matches the sweeper's default REDRIVE_AFTER, after which the order's next
-// step is driven again.
-const StallAfter = 30 * time.Second
-
 // dashboardStatuses are the order_status values the orders list filters on ("" is all).
 var dashboardStatuses = map[string]bool{"": true, "pending": true, "completed": true, "payment_failed": true, "cancelled": true}
 
@@ -50,6 +45,9 @@ type Dashboard struct {
 	page    *template.Template
 	static  http.Handler
 	now     func() time.Time
+	// stallAfter is how long a pending order may stay unchanged before it is flagged as
+	// slow: the sweeper's REDRIVE_AFTER, after which the order's next step is driven again.
+	stallAfter time.Duration
 
 	customers *customers.Reader
 }
@@ -57,10 +55,11 @@ type Dashboard struct {
 // lagScan bounds how much of the outbox one look at the lag reads (outbox.ReadBacklog).
 const lagScan = 10_000
 
-// NewDashboard returns the dashboard over the service's database and stock catalogue.
-func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger) (*Dashboard, error) {
-	if db == nil || catalog == nil || log == nil {
-		return nil, errors.New("handlers: NewDashboard needs a db, a catalog and a logger")
+// NewDashboard returns the dashboard over the service's database and stock catalogue. A
+// pending order unchanged for stallAfter (the sweeper's REDRIVE_AFTER) is shown as slow.
+func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger, stallAfter time.Duration) (*Dashboard, error) {
+	if db == nil || catalog == nil || log == nil || stallAfter <= 0 {
+		return nil, errors.New("handlers: NewDashboard needs a db, a catalog, a logger and a positive stall time")
 	}
 	page, err := template.ParseFS(webFiles, "web/index.html")
 	if err != nil {
@@ -87,7 +86,7 @@ func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger) (*Das
 		return nil, err
 	}
 	return &Dashboard{db: db, catalog: catalog, reader: reader, counts: counts, dead: dead, log: log, page: page,
-		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), now: time.Now, customers: cust}, nil
+		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), now: time.Now, customers: cust, stallAfter: stallAfter}, nil
 }
 
 // Routes registers the page, its assets and its JSON endpoints on r.
@@ -126,7 +125,7 @@ func (d *Dashboard) index(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := d.page.Execute(w, map[string]any{"Stock": stock, "StallAfter": int(StallAfter.Seconds())}); err != nil {
+	if err := d.page.Execute(w, map[string]any{"Stock": stock, "StallAfter": int(d.stallAfter.Seconds())}); err != nil {
 		d.log.WarnContext(r.Context(), "render dashboard", "error", err)
 	}
 }
@@ -150,7 +149,7 @@ type dashboardOrder struct {
 	// Stuck is the reason a message about the order's current version was dead-lettered:
 	// nothing moves it until a person redrives it.
 	Stuck string `json:"stuck,omitempty"`
-	// Slow is set on a pending order unchanged for StallAfter or longer.
+	// Slow is set on a pending order unchanged for the dashboard's stall time (REDRIVE_AFTER) or longer.
 	Slow bool `json:"slow"`
 }
 
@@ -202,7 +201,7 @@ func (d *Dashboard) orders(w http.ResponseWriter, r *http.Request) {
 			OrderStatus: o.OrderStatus, PaymentStatus: o.PaymentStatus, InventoryStatus: o.InventoryStatus, EmailSent: o.EmailSent, EmailFailed: o.EmailFailed,
 			Items: o.Items, TotalCents: o.TotalCents, FailureReason: o.FailureReason, Version: o.Version,
 			PlacedAt: o.PlacedAt, UpdatedAt: o.UpdatedAt, Stuck: stuck[o.OrderID],
-			Slow: o.OrderStatus == domain.StatusPending && now.Sub(o.UpdatedAt) >= StallAfter}
+			Slow: o.OrderStatus == domain.StatusPending && now.Sub(o.UpdatedAt) >= d.stallAfter}
 	}
 	counts, err := d.counts.Counts(r.Context())
 	if err != nil {

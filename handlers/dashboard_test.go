@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/mux"
 
@@ -28,7 +29,7 @@ func newTestDashboard(t *testing.T) http.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := NewDashboard(db, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, err := NewDashboard(db, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)), 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func newTestDashboard(t *testing.T) http.Handler {
 }
 
 func TestNewDashboardRefusesMissingDependencies(t *testing.T) {
-	if _, err := NewDashboard(nil, nil, nil); err == nil {
+	if _, err := NewDashboard(nil, nil, nil, 0); err == nil {
 		t.Fatal("NewDashboard accepted nil dependencies")
 	}
 }
