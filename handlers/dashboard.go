@@ -334,22 +334,10 @@ func (d *Dashboard) lag(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// writeError answers with the API's JSON error body and status mapping (errors.go).
+// writeError answers r with err as the API does (respondError in errors.go): the same
+// statuses, body and logging for the page's reads as for every other endpoint.
 func (d *Dashboard) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	status, code := statusOf(err)
-	detail := errorDetail{Code: code, Message: err.Error()}
-	var de *domain.Error
-	if errors.As(err, &de) {
-		detail.Field, detail.Message = de.Field, de.Message
-	}
-	if status >= 500 {
-		d.log.ErrorContext(r.Context(), "dashboard request failed", "path", r.URL.Path, "status", status, "error", err)
-		detail.Message = "internal error; it has been logged"
-		if status == http.StatusServiceUnavailable {
-			detail.Message = "the order database is unavailable; try again shortly"
-		}
-	}
-	writeJSON(w, status, errorBody{Error: detail})
+	respondError(w, r, d.log, err)
 }
 
 // intParam parses an optional integer query parameter within [lo, hi]; empty gives def.

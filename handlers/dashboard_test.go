@@ -92,3 +92,28 @@ func TestDashboardAnswers503WhileTheDatabaseIsDown(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardErrorsAreTheAPIs: the dashboard has no error writer of its own; a failed read
+// answers exactly what the API's (respondError) answers for the same error.
+func TestDashboardErrorsAreTheAPIs(t *testing.T) {
+	db, err := sql.Open("mysql", "nobody@tcp(127.0.0.1:1)/none") // nothing listens on port 1
+	must(t, err)
+	t.Cleanup(func() { db.Close() })
+	catalog, err := ordering.NewCatalog(db)
+	must(t, err)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, err := NewDashboard(db, catalog, log, 30*time.Second)
+	must(t, err)
+	r := mux.NewRouter()
+	d.Routes(r)
+	req := httptest.NewRequest(http.MethodGet, "/api/dashboard/stock", nil)
+	got := httptest.NewRecorder()
+	r.ServeHTTP(got, req)
+
+	_, stockErr := catalog.Stock(req.Context())
+	want := httptest.NewRecorder()
+	respondError(want, req, log, stockErr)
+	if got.Code != want.Code || got.Body.String() != want.Body.String() {
+		t.Errorf("dashboard answered %d %s, the API's writer %d %s", got.Code, got.Body, want.Code, want.Body)
+	}
+}
