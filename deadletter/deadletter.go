@@ -110,9 +110,10 @@ func fit(s string, n int) string {
 
 // Stuck returns the dead letter that holds the order at its current version, if any: an
 // order that moved on since (after a redrive) is no longer stuck on it.
-func (lg *Log) Stuck(ctx context.Context, id domain.OrderID, version int) (*Letter, error) {
+func (lg *Log) Stuck(ctx context.Context, id domain.OrderID, version int) (_ *Letter, err error) {
+	defer eventstore.Classify(&err)
 	l := Letter{OrderID: id, Version: version}
-	err := lg.db.QueryRowContext(ctx, `SELECT queue, event_id, event_type, reason, dead_at FROM dead_letters
+	err = lg.db.QueryRowContext(ctx, `SELECT queue, event_id, event_type, reason, dead_at FROM dead_letters
 		WHERE order_id = ? AND version = ? ORDER BY id DESC LIMIT 1`, id, version).
 		Scan(&l.Queue, &l.EventID, &l.EventType, &l.Reason, &l.DeadAt)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -238,7 +239,8 @@ func (lg *Log) RemoveOlder(ctx context.Context, tx *sql.Tx, before time.Time, li
 // StuckReasons returns, for each of the given orders (id → its current version) that a dead
 // letter holds at that version, the newest such letter's reason. It reads the orders'
 // letters through ix_dead_letters_order.
-func (lg *Log) StuckReasons(ctx context.Context, versions map[domain.OrderID]int) (map[domain.OrderID]string, error) {
+func (lg *Log) StuckReasons(ctx context.Context, versions map[domain.OrderID]int) (_ map[domain.OrderID]string, err error) {
+	defer eventstore.Classify(&err)
 	out := map[domain.OrderID]string{}
 	if len(versions) == 0 {
 		return out, nil

@@ -142,6 +142,18 @@ func (o *Order) PaymentID() string { return o.paymentID }
 // Status is the value of the seed's order_status column.
 func (o *Order) Status() string { return o.status }
 
+// PaymentStatus is where the payment step stands: pending, completed, failed or refunded.
+func (o *Order) PaymentStatus() string { return o.payment }
+
+// InventoryStatus is where the stock reservation stands: pending, completed or failed.
+func (o *Order) InventoryStatus() string { return o.inventory }
+
+// EmailSent reports whether the notification for the order's outcome was sent.
+func (o *Order) EmailSent() bool { return o.emailSent }
+
+// EmailFailed reports whether the mail server refused that notification for good.
+func (o *Order) EmailFailed() bool { return o.emailFailed }
+
 // NextStep says which stage must act on the order next, or StepNone when it is finished.
 func (o *Order) NextStep() Step {
 	switch {

@@ -262,7 +262,8 @@ func TestState(t *testing.T) {
 
 // TestPaths drives an order down each of its paths by the decisions alone, loading it from
 // the history so far before each one, as the stages do. Each path must end terminal with
-// nothing left to do, and replaying the whole history in one go must give the same order.
+// nothing left to do. (That the read model's fold agrees with this one on every path is
+// projections' TestOrderRowAgreesWithTheDomain: domain cannot import projections.)
 func TestPaths(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -310,9 +311,6 @@ func TestPaths(t *testing.T) {
 			}
 			if !reflect.DeepEqual(types, tc.wantEvents) {
 				t.Errorf("events = %v, want %v", types, tc.wantEvents)
-			}
-			if replayed := given(history...); !reflect.DeepEqual(replayed, live) {
-				t.Errorf("replayed order = %+v, live order = %+v", replayed, live)
 			}
 			if live.Status() != tc.wantStatus || !live.Terminal() || live.NextStep() != domain.StepNone {
 				t.Errorf("ended %q (terminal %v, next %q), want %q, terminal, nothing next",

@@ -68,7 +68,8 @@ func New(db *sql.DB, hooks ...Hook) (*Store, error) {
 func (s *Store) OnCommit(f func(appended []Record)) { s.onCommit = append(s.onCommit, f) }
 
 // Load returns the order's stream, oldest first, and the order folded from it.
-func (s *Store) Load(ctx context.Context, id domain.OrderID) ([]Record, *domain.Order, error) {
+func (s *Store) Load(ctx context.Context, id domain.OrderID) (_ []Record, _ *domain.Order, err error) {
+	defer Classify(&err)
 	return load(ctx, s.db, id)
 }
 
@@ -120,7 +121,8 @@ var ErrAlreadyCreated = errors.New("order already created for this idempotency k
 
 // Create allocates a new order id and appends events as the first of its stream, in one
 // transaction.
-func (s *Store) Create(ctx context.Context, req CreateRequest, events []domain.Event) (domain.OrderID, error) {
+func (s *Store) Create(ctx context.Context, req CreateRequest, events []domain.Event) (_ domain.OrderID, err error) {
+	defer Classify(&err)
 	if len(events) == 0 {
 		return 0, errors.New("create order: no events")
 	}
@@ -192,7 +194,8 @@ func (s *Store) UpdateTx(ctx context.Context, id domain.OrderID, md Metadata, de
 	return s.update(ctx, id, md, true, decide)
 }
 
-func (s *Store) update(ctx context.Context, id domain.OrderID, md Metadata, writes bool, decide DecideTx) ([]Record, error) {
+func (s *Store) update(ctx context.Context, id domain.OrderID, md Metadata, writes bool, decide DecideTx) (_ []Record, err error) {
+	defer Classify(&err)
 	r := &request{ctx: ctx, id: id, md: md, decide: decide, writes: writes}
 	s.submit(r)
 	return r.appended, r.err

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"orderd/deadletter"
 	"orderd/eventstore"
@@ -56,7 +57,7 @@ func newAPIServer(t testing.TB, opts ...func(*Config)) *apiServer {
 	must(t, err)
 	dead, err := deadletter.NewLog(env.DB)
 	must(t, err)
-	dash, err := NewDashboard(env.DB, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	dash, err := NewDashboard(env.DB, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)), 30*time.Second)
 	must(t, err)
 	operators, err := NewOperators(testenv.OperatorPassword, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	must(t, err)

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"database/sql"
 	"embed"
 	"errors"
@@ -16,6 +17,7 @@ import (
 
 	"orderd/deadletter"
 	"orderd/domain"
+	"orderd/eventstore"
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/projections"
@@ -24,11 +26,6 @@ import (
 
 //go:embed web
 var webFiles embed.FS
-
-// StallAfter is how long a pending order may stay unchanged before the dashboard flags it
-// as slow; it matches the sweeper's default REDRIVE_AFTER, after which the order's next
-// step is driven again.
-const StallAfter = 30 * time.Second
 
 // dashboardStatuses are the order_status values the orders list filters on ("" is all).
 var dashboardStatuses = map[string]bool{"": true, "pending": true, "completed": true, "payment_failed": true, "cancelled": true}
@@ -48,6 +45,9 @@ type Dashboard struct {
 	page    *template.Template
 	static  http.Handler
 	now     func() time.Time
+	// stallAfter is how long a pending order may stay unchanged before it is flagged as
+	// slow: the sweeper's REDRIVE_AFTER, after which the order's next step is driven again.
+	stallAfter time.Duration
 
 	customers *customers.Reader
 }
@@ -55,10 +55,11 @@ type Dashboard struct {
 // lagScan bounds how much of the outbox one look at the lag reads (outbox.ReadBacklog).
 const lagScan = 10_000
 
-// NewDashboard returns the dashboard over the service's database and stock catalogue.
-func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger) (*Dashboard, error) {
-	if db == nil || catalog == nil || log == nil {
-		return nil, errors.New("handlers: NewDashboard needs a db, a catalog and a logger")
+// NewDashboard returns the dashboard over the service's database and stock catalogue. A
+// pending order unchanged for stallAfter (the sweeper's REDRIVE_AFTER) is shown as slow.
+func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger, stallAfter time.Duration) (*Dashboard, error) {
+	if db == nil || catalog == nil || log == nil || stallAfter <= 0 {
+		return nil, errors.New("handlers: NewDashboard needs a db, a catalog, a logger and a positive stall time")
 	}
 	page, err := template.ParseFS(webFiles, "web/index.html")
 	if err != nil {
@@ -85,7 +86,7 @@ func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger) (*Das
 		return nil, err
 	}
 	return &Dashboard{db: db, catalog: catalog, reader: reader, counts: counts, dead: dead, log: log, page: page,
-		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), now: time.Now, customers: cust}, nil
+		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), now: time.Now, customers: cust, stallAfter: stallAfter}, nil
 }
 
 // Routes registers the page, its assets and its JSON endpoints on r.
@@ -124,7 +125,7 @@ func (d *Dashboard) index(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := d.page.Execute(w, map[string]any{"Stock": stock, "StallAfter": int(StallAfter.Seconds())}); err != nil {
+	if err := d.page.Execute(w, map[string]any{"Stock": stock, "StallAfter": int(d.stallAfter.Seconds())}); err != nil {
 		d.log.WarnContext(r.Context(), "render dashboard", "error", err)
 	}
 }
@@ -148,7 +149,7 @@ type dashboardOrder struct {
 	// Stuck is the reason a message about the order's current version was dead-lettered:
 	// nothing moves it until a person redrives it.
 	Stuck string `json:"stuck,omitempty"`
-	// Slow is set on a pending order unchanged for StallAfter or longer.
+	// Slow is set on a pending order unchanged for the dashboard's stall time (REDRIVE_AFTER) or longer.
 	Slow bool `json:"slow"`
 }
 
@@ -200,7 +201,7 @@ func (d *Dashboard) orders(w http.ResponseWriter, r *http.Request) {
 			OrderStatus: o.OrderStatus, PaymentStatus: o.PaymentStatus, InventoryStatus: o.InventoryStatus, EmailSent: o.EmailSent, EmailFailed: o.EmailFailed,
 			Items: o.Items, TotalCents: o.TotalCents, FailureReason: o.FailureReason, Version: o.Version,
 			PlacedAt: o.PlacedAt, UpdatedAt: o.UpdatedAt, Stuck: stuck[o.OrderID],
-			Slow: o.OrderStatus == domain.StatusPending && now.Sub(o.UpdatedAt) >= StallAfter}
+			Slow: o.OrderStatus == domain.StatusPending && now.Sub(o.UpdatedAt) >= d.stallAfter}
 	}
 	counts, err := d.counts.Counts(r.Context())
 	if err != nil {
@@ -244,12 +245,22 @@ func (d *Dashboard) deadLetters(w http.ResponseWriter, r *http.Request) {
 		d.writeError(w, r, err)
 		return
 	}
-	rows, err := d.db.QueryContext(r.Context(), `SELECT dl.order_id, dl.version, dl.queue, dl.event_id, dl.event_type, dl.reason,
+	list, total, err := d.readDeadLetters(r.Context(), limit)
+	if err != nil {
+		d.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deadLetters": list, "total": total})
+}
+
+// readDeadLetters reads the newest limit dead letters and how many there are in all.
+func (d *Dashboard) readDeadLetters(ctx context.Context, limit int) (_ []dashboardLetter, _ int64, err error) {
+	defer eventstore.Classify(&err)
+	rows, err := d.db.QueryContext(ctx, `SELECT dl.order_id, dl.version, dl.queue, dl.event_id, dl.event_type, dl.reason,
 		dl.dead_at, COALESCE(o.version = dl.version, FALSE)
 		FROM dead_letters dl LEFT JOIN orders o ON o.order_id = dl.order_id ORDER BY dl.id DESC LIMIT ?`, limit)
 	if err != nil {
-		d.writeError(w, r, fmt.Errorf("list dead letters: %w", err))
-		return
+		return nil, 0, fmt.Errorf("list dead letters: %w", err)
 	}
 	defer rows.Close()
 	list := []dashboardLetter{}
@@ -257,8 +268,7 @@ func (d *Dashboard) deadLetters(w http.ResponseWriter, r *http.Request) {
 		var l dashboardLetter
 		var order, version sql.NullInt64
 		if err := rows.Scan(&order, &version, &l.Queue, &l.EventID, &l.EventType, &l.Reason, &l.DeadAt, &l.Holding); err != nil {
-			d.writeError(w, r, fmt.Errorf("list dead letters: %w", err))
-			return
+			return nil, 0, fmt.Errorf("list dead letters: %w", err)
 		}
 		if order.Valid {
 			l.OrderID = &order.Int64
@@ -269,15 +279,13 @@ func (d *Dashboard) deadLetters(w http.ResponseWriter, r *http.Request) {
 		list = append(list, l)
 	}
 	if err := rows.Err(); err != nil {
-		d.writeError(w, r, fmt.Errorf("list dead letters: %w", err))
-		return
+		return nil, 0, fmt.Errorf("list dead letters: %w", err)
 	}
 	var total int64
-	if err := d.db.QueryRowContext(r.Context(), `SELECT COUNT(*) FROM dead_letters`).Scan(&total); err != nil {
-		d.writeError(w, r, fmt.Errorf("count dead letters: %w", err))
-		return
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM dead_letters`).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count dead letters: %w", err)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"deadLetters": list, "total": total})
+	return list, total, nil
 }
 
 // queueLag is what the outbox still holds for one queue.
@@ -326,22 +334,10 @@ func (d *Dashboard) lag(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// writeError answers with the API's JSON error body and status mapping (errors.go).
+// writeError answers r with err as the API does (respondError in errors.go): the same
+// statuses, body and logging for the page's reads as for every other endpoint.
 func (d *Dashboard) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	status, code := statusOf(err)
-	detail := errorDetail{Code: code, Message: err.Error()}
-	var de *domain.Error
-	if errors.As(err, &de) {
-		detail.Field, detail.Message = de.Field, de.Message
-	}
-	if status >= 500 {
-		d.log.ErrorContext(r.Context(), "dashboard request failed", "path", r.URL.Path, "status", status, "error", err)
-		detail.Message = "internal error; it has been logged"
-		if status == http.StatusServiceUnavailable {
-			detail.Message = "the order database is unavailable; try again shortly"
-		}
-	}
-	writeJSON(w, status, errorBody{Error: detail})
+	respondError(w, r, d.log, err)
 }
 
 // intParam parses an optional integer query parameter within [lo, hi]; empty gives def.

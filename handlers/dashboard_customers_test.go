@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/gorilla/mux"
 
@@ -21,7 +22,7 @@ func TestDashboardListsTopCustomers(t *testing.T) {
 		('Ann', 'ann@example.com', 3, 2, 2598), ('Bob', '', 1, 0, 0), ('Cy', 'cy@example.com', 5, 5, 9995)`)
 	catalog, err := ordering.NewCatalog(env.DB)
 	must(t, err)
-	d, err := NewDashboard(env.DB, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, err := NewDashboard(env.DB, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)), 30*time.Second)
 	must(t, err)
 	r := mux.NewRouter()
 	d.Routes(r)

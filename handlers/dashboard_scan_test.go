@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/gorilla/mux"
 
@@ -30,7 +31,7 @@ func TestDashboardReadsNoTableWhole(t *testing.T) {
 	db := env.OneConnection(t)
 	catalog, err := ordering.NewCatalog(db)
 	must(t, err)
-	dash, err := NewDashboard(db, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	dash, err := NewDashboard(db, catalog, slog.New(slog.NewTextHandler(io.Discard, nil)), 30*time.Second)
 	must(t, err)
 	r := mux.NewRouter()
 	dash.Routes(r)

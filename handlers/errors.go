@@ -1,18 +1,13 @@
 package handlers
 
 import (
-	"context"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 
 	"orderd/domain"
 )
@@ -52,12 +47,10 @@ func respondError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err 
 	}
 	if status >= 500 {
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
-		// The cause is in the log; the answer names no internal address or query.
-		switch {
-		case status == http.StatusInternalServerError:
+		// The cause is in the log; the answer names no internal address or query. An
+		// unavailable dependency's domain error (eventstore.Classify) says so in its message.
+		if status == http.StatusInternalServerError {
 			detail.Message = "internal error; it has been logged"
-		case unavailable(err):
-			detail.Message = "the order database is unavailable or busy; try again shortly"
 		}
 	}
 	if status == http.StatusUnauthorized {
@@ -67,9 +60,6 @@ func respondError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err 
 }
 
 func statusOf(err error) (int, string) {
-	if unavailable(err) {
-		return http.StatusServiceUnavailable, "unavailable"
-	}
 	switch domain.ErrorKind(err) {
 	case domain.KindInvalid:
 		return http.StatusBadRequest, "invalid"
@@ -89,17 +79,6 @@ func statusOf(err error) (int, string) {
 		return http.StatusTooManyRequests, "rate_limited"
 	}
 	return http.StatusInternalServerError, "internal"
-}
-
-// unavailable reports whether err means the database could not be reached, which the
-// client should retry later (503), rather than a bug (500).
-func unavailable(err error) bool {
-	var ne net.Error
-	var me *mysql.MySQLError
-	return errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) ||
-		errors.Is(err, context.DeadlineExceeded) ||
-		// Deadlock or lock wait timeout that outlasted the store's retries: busy, not broken.
-		(errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205))
 }
 
 // httpError is a transport-level refusal (wrong content type, body too large) that has no

@@ -36,7 +36,8 @@ type StockItem struct {
 
 // Price fills in the unit price of every item, or returns a KindInvalid error naming the
 // first unknown SKU.
-func (c *Catalog) Price(ctx context.Context, items []domain.Item) ([]domain.Item, error) {
+func (c *Catalog) Price(ctx context.Context, items []domain.Item) (_ []domain.Item, err error) {
+	defer eventstore.Classify(&err)
 	if len(items) == 0 {
 		return items, nil
 	}
@@ -122,7 +123,8 @@ func (c *Catalog) Reserve(ctx context.Context, tx eventstore.Tx, items []domain.
 }
 
 // Stock lists the catalogue.
-func (c *Catalog) Stock(ctx context.Context) ([]StockItem, error) {
+func (c *Catalog) Stock(ctx context.Context) (_ []StockItem, err error) {
+	defer eventstore.Classify(&err)
 	rows, err := c.db.QueryContext(ctx, `SELECT sku, name, price_cents, available, reserved FROM stock ORDER BY sku`)
 	if err != nil {
 		return nil, fmt.Errorf("list stock: %w", err)

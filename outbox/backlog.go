@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"orderd/eventstore"
 )
 
 // Backlog is what the outbox holds: events committed but not yet accepted by SQS.
@@ -29,7 +31,8 @@ type QueueBacklog struct {
 // While the relay keeps up the outbox holds a handful of rows and every figure is exact.
 func ReadBacklog(ctx context.Context, db interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}, scan int) (Backlog, error) {
+}, scan int) (_ Backlog, err error) {
+	defer eventstore.Classify(&err)
 	rows, err := db.QueryContext(ctx, `SELECT queue, COUNT(*), MIN(created_at) FROM
 		(SELECT queue, created_at FROM outbox ORDER BY position LIMIT ?) lowest GROUP BY queue ORDER BY queue`, scan+1)
 	if err != nil {

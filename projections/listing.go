@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"orderd/domain"
+	"orderd/eventstore"
 )
 
 // The reads in this file are for operators (the dashboard, the metrics), and stay cheap
@@ -35,7 +36,8 @@ func statusRange(status string, before domain.OrderID) (lo, hi int64, err error)
 // Page returns up to limit orders, newest first: those with order_status status ("" for
 // any) and an order_id below before (0 for no bound). It reads one index range backwards,
 // exactly the rows it returns: of the primary key, or of ix_orders_status_order.
-func (rd *Reader) Page(ctx context.Context, status string, before domain.OrderID, limit int) ([]OrderRow, error) {
+func (rd *Reader) Page(ctx context.Context, status string, before domain.OrderID, limit int) (_ []OrderRow, err error) {
+	defer eventstore.Classify(&err)
 	if before <= 0 {
 		before = math.MaxInt32 // order_id is an INT
 	}
@@ -86,12 +88,13 @@ func (l Lag) EventsBehind() int64 {
 }
 
 // Lag reads the newest event and its order's row, both by key.
-func (rd *Reader) Lag(ctx context.Context) (Lag, error) {
+func (rd *Reader) Lag(ctx context.Context) (_ Lag, err error) {
+	defer eventstore.Classify(&err)
 	var l Lag
 	var occurred time.Time
 	var projected sql.NullInt64
 	var updated sql.NullTime
-	err := rd.db.QueryRowContext(ctx, `SELECT e.position, e.occurred_at, o.last_position, o.updated_at FROM events e
+	err = rd.db.QueryRowContext(ctx, `SELECT e.position, e.occurred_at, o.last_position, o.updated_at FROM events e
 		LEFT JOIN orders o ON o.order_id = e.stream_id ORDER BY e.position DESC LIMIT 1`).Scan(&l.LogPosition, &occurred, &projected, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		l.Projected = new(int64)
@@ -148,7 +151,8 @@ func NewStatusCounter(db Queryer, maxAge time.Duration) (*StatusCounter, error) 
 
 // Counts returns the orders per status (pending, completed, payment_failed, cancelled) and
 // in all. The first call waits for the terminal count; later ones never do.
-func (c *StatusCounter) Counts(ctx context.Context) (StatusCounts, error) {
+func (c *StatusCounter) Counts(ctx context.Context) (_ StatusCounts, err error) {
+	defer eventstore.Classify(&err)
 	pending, err := c.countStatus(ctx, domain.StatusPending)
 	if err != nil {
 		return StatusCounts{}, err

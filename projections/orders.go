@@ -196,7 +196,8 @@ func NewReader(db Queryer) (*Reader, error) {
 }
 
 // Order returns the projected order, or a KindNotFound error.
-func (rd *Reader) Order(ctx context.Context, id domain.OrderID) (OrderRow, error) {
+func (rd *Reader) Order(ctx context.Context, id domain.OrderID) (_ OrderRow, err error) {
+	defer eventstore.Classify(&err)
 	row := rd.db.QueryRowContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE order_id = ?`, id)
 	r, err := scanRow(row)
 	if errors.Is(err, sql.ErrNoRows) {

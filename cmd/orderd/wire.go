@@ -358,7 +358,7 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 	if err != nil {
 		return err
 	}
-	dash, err := handlers.NewDashboard(s.db, catalog, s.log)
+	dash, err := handlers.NewDashboard(s.db, catalog, s.log, s.cfg.RedriveAfter)
 	if err != nil {
 		return err
 	}

@@ -252,7 +252,8 @@ func NewReader(db *sql.DB) (*Reader, error) {
 }
 
 // Top returns up to limit customers, those whose completed orders came to most first.
-func (r *Reader) Top(ctx context.Context, limit int) ([]Customer, error) {
+func (r *Reader) Top(ctx context.Context, limit int) (_ []Customer, err error) {
+	defer eventstore.Classify(&err)
 	rows, err := r.db.QueryContext(ctx, `SELECT customer_name, customer_email, orders_placed, orders_completed, completed_cents
 		FROM customers ORDER BY completed_cents DESC LIMIT ?`, limit)
 	if err != nil {
