@@ -5,8 +5,9 @@
 #   make test      local services + go test (what .ci/run runs)
 #   make down      stop the services started by scripts/services.sh
 #
-# Local services (MariaDB, goaws for SQS, Mailpit for SMTP) are managed by
-# scripts/services.sh; see docker-compose.yml for the same setup with Docker.
+# Local services (MariaDB, goaws for SQS, Mailpit for SMTP, and local-aws-sqs, a second SQS
+# implementation some tests also run on) are managed by scripts/services.sh; see
+# docker-compose.yml for the same setup with Docker.
 
 SHELL := bash
 .DEFAULT_GOAL := build
@@ -22,9 +23,10 @@ ARGS    ?=
 
 # Ports of the local services; exported so scripts/services.sh uses the same ones.
 SQS_PORT          ?= 4100
+SQS2_PORT         ?= 4101
 SMTP_PORT         ?= 1025
 MAILPIT_HTTP_PORT ?= 8025
-export SQS_PORT SMTP_PORT MAILPIT_HTTP_PORT
+export SQS_PORT SQS2_PORT SMTP_PORT MAILPIT_HTTP_PORT
 
 # orderd configuration for `make run` / `make bench` (see .env.example for every key).
 MYSQL_DSN    ?= root@tcp(127.0.0.1:3306)/orderd
@@ -36,6 +38,8 @@ API_URL      ?= http://$(HTTP_ADDR)
 MAILPIT_URL  ?= http://127.0.0.1:$(MAILPIT_HTTP_PORT)
 # Tests create and drop their own databases on this server (note the empty database name).
 TEST_MYSQL_DSN ?= root@tcp(127.0.0.1:3306)/
+# The second SQS implementation (local-aws-sqs) the pipeline and duplicate-delivery tests also run on.
+SQS2_ENDPOINT  ?= http://127.0.0.1:$(SQS2_PORT)
 
 # goaws accepts any credentials, but the SDK wants some. Only set when talking to an
 # emulator: with SQS_ENDPOINT empty (real AWS) the default credential chain must win.
@@ -46,7 +50,7 @@ ORDERD_ENV = MYSQL_DSN='$(MYSQL_DSN)' SQS_ENDPOINT='$(SQS_ENDPOINT)' AWS_REGION=
 	SMTP_ADDR='$(SMTP_ADDR)' HTTP_ADDR='$(HTTP_ADDR)' $(AWS_DUMMY_CREDS)
 
 # Environment for the tests.
-TEST_ENV = TEST_MYSQL_DSN='$(TEST_MYSQL_DSN)' SQS_ENDPOINT='$(SQS_ENDPOINT)' AWS_REGION='$(AWS_REGION)' \
+TEST_ENV = TEST_MYSQL_DSN='$(TEST_MYSQL_DSN)' SQS_ENDPOINT='$(SQS_ENDPOINT)' SQS2_ENDPOINT='$(SQS2_ENDPOINT)' AWS_REGION='$(AWS_REGION)' \
 	SMTP_ADDR='$(SMTP_ADDR)' MAILPIT_URL='$(MAILPIT_URL)' $(AWS_DUMMY_CREDS)
 
 .PHONY: build services status down run test bench fmt vet clean
@@ -75,7 +79,7 @@ run: services build
 	@echo "  curl -s -XPOST $(API_URL)/orders -H 'content-type: application/json' -d '{\"customerName\":\"Ada\",\"customerEmail\":\"ada@example.com\",\"items\":[{\"sku\":\"SKU-BOOK\",\"quantity\":1}]}'"
 	@echo "  curl -s '$(API_URL)/orders/<id>?access=<token>'   (the link in the answer: Location, links.self)"
 	@echo
-	@echo "Ctrl-C stops orderd; 'make down' stops goaws and mailpit."
+	@echo "Ctrl-C stops orderd; 'make down' stops goaws, local-aws-sqs and mailpit."
 	@echo
 	exec env $(ORDERD_ENV) $(BIN) serve
 
@@ -104,6 +108,6 @@ fmt:
 vet:
 	$(GO) vet $(PKGS)
 
-# Removes build output only; .bin/ (goaws, mailpit) is kept because rebuilding takes minutes.
+# Removes build output only; .bin/ (goaws, mailpit, local-aws-sqs) is kept because rebuilding takes minutes.
 clean:
 	rm -rf bin/

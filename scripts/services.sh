@@ -4,20 +4,23 @@
 #   mysql    MariaDB/MySQL on 127.0.0.1:3306, user root, no password (system service)
 #   goaws    SQS emulator (github.com/Admiral-Piett/goaws v0.5.4) on 127.0.0.1:$SQS_PORT
 #   mailpit  SMTP sink on 127.0.0.1:$SMTP_PORT, web UI + API on 127.0.0.1:$MAILPIT_HTTP_PORT
+#   local-aws-sqs  a second SQS implementation (npm local-aws-sqs 2.0.2) on 127.0.0.1:$SQS2_PORT,
+#            for the tests that run on both, so the code cannot lean on one emulator's quirks
 #
 # Usage: scripts/services.sh up|down|status
 #
 #   up      installs/builds what is missing, starts what is not running, waits until
 #           every service answers. Safe to run any number of times.
-#   down    stops goaws and mailpit if (and only if) this script started them (pid files
-#           under .run/). MariaDB is a shared system service and is left running.
+#   down    stops goaws, mailpit and local-aws-sqs if (and only if) this script started them
+#           (pid files under .run/). MariaDB is a shared system service and is left running.
 #   status  one line per service; exit status 1 if any is not answering.
 #
-# goaws and mailpit are built once with `go install` into .bin/; their pid files and logs
-# live in .run/. Both directories are gitignored.
+# goaws and mailpit are built once with `go install` into .bin/; local-aws-sqs is installed
+# once with `npm ci` (Node.js 18+, versions locked in dev/local-aws-sqs/package-lock.json)
+# into .bin/local-aws-sqs/. Pid files and logs live in .run/. Both directories are gitignored.
 #
 # Environment (defaults in brackets):
-#   SQS_PORT [4100]  SMTP_PORT [1025]  MAILPIT_HTTP_PORT [8025]  MYSQL_PORT [3306]
+#   SQS_PORT [4100]  SQS2_PORT [4101]  SMTP_PORT [1025]  MAILPIT_HTTP_PORT [8025]  MYSQL_PORT [3306]
 #   MAILPIT_MAX_MESSAGES [100000]  GOAWS_LOGLEVEL [error]  GO [go]
 set -euo pipefail
 
@@ -25,6 +28,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 SQS_PORT="${SQS_PORT:-4100}"
+SQS2_PORT="${SQS2_PORT:-4101}"
 SMTP_PORT="${SMTP_PORT:-1025}"
 MAILPIT_HTTP_PORT="${MAILPIT_HTTP_PORT:-8025}"
 MYSQL_HOST=127.0.0.1
@@ -38,6 +42,8 @@ GOAWS_PKG=github.com/Admiral-Piett/goaws/app/cmd
 GOAWS_VERSION=v0.5.4
 MAILPIT_PKG=github.com/axllent/mailpit
 MAILPIT_VERSION=v1.27.11
+# Also in dev/local-aws-sqs/package.json and its package-lock.json, which pin it.
+SQS2_VERSION=2.0.2
 
 BIN_DIR="$ROOT/.bin"
 RUN_DIR="$ROOT/.run"
@@ -86,14 +92,15 @@ pid_cmdline() {
 }
 
 # our_pid NAME: prints the pid from .run/NAME.pid if that process is alive and is
-# still our .bin/NAME (guards against a recycled pid); fails otherwise.
+# still our .bin/NAME, or a script under .bin/NAME/ run by an interpreter (guards against a
+# recycled pid); fails otherwise.
 our_pid() {
 	local pidfile="$RUN_DIR/$1.pid" pid cmd
 	[[ -f "$pidfile" ]] || return 1
 	pid="$(cat "$pidfile")"
 	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
 	cmd="$(pid_cmdline "$pid")"
-	[[ "$cmd" == "$BIN_DIR/$1 "* ]] || return 1
+	[[ "$cmd" == "$BIN_DIR/$1 "* || "$cmd" == *" $BIN_DIR/$1/"* ]] || return 1
 	printf '%s\n' "$pid"
 }
 
@@ -120,18 +127,23 @@ install_tool() {
 	printf '%s\n' "$version" >"$BIN_DIR/$name.version"
 }
 
-# start_bg NAME ARGS...: start .bin/NAME in the background, in its own session (so a
+# start_bg NAME ARGS...: start .bin/NAME in the background (start_cmd_bg NAME CMD ARGS...:
+# start CMD under the name NAME), in its own session (so a
 # Ctrl-C in the terminal that ran `make run` does not take it down), logging to
 # .run/NAME.log and recording its pid in .run/NAME.pid. This script runs without job
 # control, so the child is not a process-group leader and setsid(1) execs in place
 # instead of forking: $! is the service's own pid.
 start_bg() {
+	start_cmd_bg "$1" "$BIN_DIR/$1" "${@:2}"
+}
+
+start_cmd_bg() {
 	local name="$1"
 	shift
 	mkdir -p "$RUN_DIR"
 	local setsid=()
 	command -v setsid >/dev/null 2>&1 && setsid=(setsid)
-	nohup "${setsid[@]}" "$BIN_DIR/$name" "$@" >>"$RUN_DIR/$name.log" 2>&1 </dev/null &
+	nohup "${setsid[@]}" "$@" >>"$RUN_DIR/$name.log" 2>&1 </dev/null &
 	printf '%s\n' "$!" >"$RUN_DIR/$name.pid"
 }
 
@@ -296,12 +308,14 @@ mysql_status() {
 
 sqs_url() { echo "http://127.0.0.1:$SQS_PORT"; }
 
-# goaws_answers: an SQS ListQueues call (the JSON protocol aws-sdk-go-v2 speaks) works.
-goaws_answers() {
-	curl -sf -m 2 -o /dev/null -X POST "$(sqs_url)/" \
+# sqs_answers URL: an SQS ListQueues call (the JSON protocol aws-sdk-go-v2 speaks) works.
+sqs_answers() {
+	curl -sf -m 2 -o /dev/null -X POST "$1/" \
 		-H 'Content-Type: application/x-amz-json-1.0' \
 		-H 'X-Amz-Target: AmazonSQS.ListQueues' -d '{}'
 }
+
+goaws_answers() { sqs_answers "$(sqs_url)"; }
 
 # goaws_config: dev/goaws.yaml, or a copy of it with the Local port changed.
 goaws_config() {
@@ -316,20 +330,24 @@ goaws_config() {
 	echo "$RUN_DIR/goaws.yaml"
 }
 
+# sqs_already_up NAME PORT PORTVAR: true, saying so, if an SQS endpoint already answers on
+# PORT (ours or not); fails if the port is free; dies if something else holds it.
+sqs_already_up() {
+	local name="$1" port="$2" url="http://127.0.0.1:$2" pid
+	if pid="$(our_pid "$name")" && sqs_answers "$url"; then
+		say "$name: up $url (pid $pid)"
+		return 0
+	fi
+	tcp_open "$port" || return 1
+	sqs_answers "$url" || die "$name: port $port is taken by something that is not an SQS endpoint; stop it or set $3"
+	say "$name: up $url (not started by this script; left alone)"
+}
+
 goaws_up() {
-	local pid
 	# Built even when an emulator is already up: tests start private ones (to kill and
 	# restart them) from .bin/goaws.
 	install_tool goaws "$GOAWS_PKG" "$GOAWS_VERSION"
-	if pid="$(our_pid goaws)" && goaws_answers; then
-		say "goaws: up $(sqs_url) (pid $pid)"
-		return 0
-	fi
-	if tcp_open "$SQS_PORT"; then
-		goaws_answers || die "goaws: port $SQS_PORT is taken by something that is not an SQS endpoint; stop it or set SQS_PORT"
-		say "goaws: up $(sqs_url) (not started by this script; left alone)"
-		return 0
-	fi
+	sqs_already_up goaws "$SQS_PORT" SQS_PORT && return 0
 	# goaws v0.5.4 reads and writes its queue map from concurrent handlers without a lock, and
 	# the Go runtime ends the process on it ("concurrent map read and map write" in
 	# GetQueueUrlV1, seen when many tests create queues at once). On one OS thread, without
@@ -339,19 +357,61 @@ goaws_up() {
 	say "goaws: started $(sqs_url) (pid $(cat "$RUN_DIR/goaws.pid"))"
 }
 
-goaws_status() {
-	local pid
-	if goaws_answers; then
-		if pid="$(our_pid goaws)"; then
-			say "goaws: up $(sqs_url) (pid $pid)"
+# sqs_status NAME URL: one line for the SQS implementation NAME serving URL.
+sqs_status() {
+	local name="$1" url="$2" pid
+	if sqs_answers "$url"; then
+		if pid="$(our_pid "$name")"; then
+			say "$name: up $url (pid $pid)"
 		else
-			say "goaws: up $(sqs_url) (not started by this script)"
+			say "$name: up $url (not started by this script)"
 		fi
 	else
-		say "goaws: DOWN ($(sqs_url) not answering)"
+		say "$name: DOWN ($url not answering)"
 		return 1
 	fi
 }
+
+goaws_status() { sqs_status goaws "$(sqs_url)"; }
+
+# ---------------------------------------------------------------------- local-aws-sqs
+
+sqs2_url() { echo "http://127.0.0.1:$SQS2_PORT"; }
+
+sqs2_answers() { sqs_answers "$(sqs2_url)"; }
+
+# sqs2_install: npm ci the locked local-aws-sqs into .bin/local-aws-sqs/ unless that exact
+# lock file is installed there already; the launcher is copied on every start, so an edit
+# to dev/local-aws-sqs/server.js takes effect at the next `up`.
+sqs2_install() {
+	local src="$ROOT/dev/local-aws-sqs" dir="$BIN_DIR/local-aws-sqs" log="$RUN_DIR/local-aws-sqs-install.log"
+	command -v node >/dev/null 2>&1 ||
+		die "local-aws-sqs: node not found; install Node.js 18 or later with npm (e.g. apt-get install -y nodejs npm): the tests run on this second SQS implementation too"
+	mkdir -p "$dir" "$RUN_DIR"
+	cp "$src/server.js" "$dir/server.js"
+	if [[ -f "$dir/node_modules/local-aws-sqs/package.json" ]] && cmp -s "$src/package-lock.json" "$dir/package-lock.json"; then
+		return 0
+	fi
+	command -v npm >/dev/null 2>&1 ||
+		die "local-aws-sqs: npm not found; install it (e.g. apt-get install -y npm) to install local-aws-sqs@$SQS2_VERSION, the tests' second SQS implementation"
+	err "local-aws-sqs: installing local-aws-sqs@$SQS2_VERSION with npm into .bin/ (first time only)"
+	cp "$src/package.json" "$src/package-lock.json" "$dir/"
+	if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) >"$log" 2>&1; then
+		cat "$log" >&2
+		rm -f "$dir/package-lock.json" # so that the next `up` tries again
+		die "local-aws-sqs: npm ci failed (log: .run/local-aws-sqs-install.log)"
+	fi
+}
+
+sqs2_up() {
+	sqs_already_up local-aws-sqs "$SQS2_PORT" SQS2_PORT && return 0
+	sqs2_install
+	start_cmd_bg local-aws-sqs node "$BIN_DIR/local-aws-sqs/server.js" --host 127.0.0.1 --port "$SQS2_PORT"
+	wait_started local-aws-sqs 30 sqs2_answers
+	say "local-aws-sqs: started $(sqs2_url) (pid $(cat "$RUN_DIR/local-aws-sqs.pid"))"
+}
+
+sqs2_status() { sqs_status local-aws-sqs "$(sqs2_url)"; }
 
 # ---------------------------------------------------------------------------- mailpit
 
@@ -408,10 +468,12 @@ case "${1:-}" in
 up)
 	mysql_up
 	goaws_up
+	sqs2_up
 	mailpit_up
 	;;
 down)
 	stop goaws
+	stop local-aws-sqs
 	stop mailpit
 	say "mysql: left running (shared system service)"
 	;;
@@ -419,6 +481,7 @@ status)
 	rc=0
 	mysql_status || rc=1
 	goaws_status || rc=1
+	sqs2_status || rc=1
 	mailpit_status || rc=1
 	exit "$rc"
 	;;

@@ -30,7 +30,7 @@ import (
 )
 
 // TestEveryMessageDeliveredTwice delivers every queue message twice, for real, through SQS
-// (goaws): the relay publishes each outbox row two times. The outcome must be the one of a
+// (each implementation: goaws, local-aws-sqs): the relay publishes each outbox row two times. The outcome must be the one of a
 // single delivery: one charge (counted at the payment gateway), one refund where due, one
 // reservation (stock), one email (Mailpit), and exactly each path's events.
 //
@@ -39,7 +39,11 @@ import (
 // the same packages, because orderd has no seam yet to wrap its relay's publisher or swap
 // its payment gateway (see duplicatesSeam below).
 func TestEveryMessageDeliveredTwice(t *testing.T) {
-	env := testenv.New(t).WithMessaging(t)
+	testenv.EachSQS(t, testEveryMessageDeliveredTwice)
+}
+
+func testEveryMessageDeliveredTwice(t *testing.T, sqs testenv.SQS) {
+	env := testenv.New(t).WithMessagingOn(t, sqs)
 	mailDomain := env.ID + ".example"
 	srv := startOrderd(t, env, map[string]string{
 		"MAIL_FROM": "orders@" + mailDomain, "ORDERD_COMPONENTS": "api,inventory,email",

@@ -379,10 +379,15 @@ func checkOrders(t *testing.T, env *testenv.Env, orders []placed, stockBefore ma
 }
 
 // TestPipelineEndToEnd places orders over HTTP through both endpoints and follows every one
-// through payment, inventory and email over real SQS (goaws), MariaDB and SMTP (Mailpit),
-// then rebuilds the projection with `orderd replay` and checks it is unchanged.
+// through payment, inventory and email over SQS, MariaDB and SMTP (Mailpit), then rebuilds
+// the projection with `orderd replay` and checks it is unchanged. It runs on each SQS
+// implementation (goaws, local-aws-sqs).
 func TestPipelineEndToEnd(t *testing.T) {
-	env := testenv.New(t).WithMessaging(t)
+	testenv.EachSQS(t, testPipelineEndToEnd)
+}
+
+func testPipelineEndToEnd(t *testing.T, sqs testenv.SQS) {
+	env := testenv.New(t).WithMessagingOn(t, sqs)
 	mailDomain := env.ID + ".example"
 	srv := startOrderd(t, env, map[string]string{"MAIL_FROM": "orders@" + mailDomain, "PAYMENT_DECLINE_ABOVE_CENTS": "100000"})
 

@@ -95,6 +95,39 @@ func (e *Env) WithMessaging(t testing.TB) *Env {
 	return e
 }
 
+// SQS is an SQS implementation the tests can run on, and the variable that holds its endpoint.
+type SQS struct {
+	Name        string
+	EndpointVar string
+}
+
+// SQSImplementations are the SQS implementations `make test` starts: goaws, which every
+// integration test uses, and local-aws-sqs, on which the tests that follow the pipeline end
+// to end also run, so that the code cannot lean on one emulator's quirks.
+var SQSImplementations = []SQS{{Name: "goaws", EndpointVar: "SQS_ENDPOINT"}, {Name: "local-aws-sqs", EndpointVar: "SQS2_ENDPOINT"}}
+
+// EachSQS runs test as one subtest per SQS implementation, named after it.
+func EachSQS(t *testing.T, test func(t *testing.T, sqs SQS)) {
+	for _, s := range SQSImplementations {
+		t.Run(s.Name, func(t *testing.T) { test(t, s) })
+	}
+}
+
+// WithMessagingOn is WithMessaging with the given SQS implementation. The second one is
+// skipped, saying so, when its endpoint is not set (`go test` without make); `make test`
+// always sets it.
+func (e *Env) WithMessagingOn(t testing.TB, sqs SQS) *Env {
+	t.Helper()
+	e.WithMessaging(t)
+	if sqs.EndpointVar == "SQS_ENDPOINT" {
+		return e
+	}
+	if e.SQSEndpoint = os.Getenv(sqs.EndpointVar); e.SQSEndpoint == "" {
+		t.Skipf("%s not set: the run on %s is skipped; `make test` starts it and sets %[1]s", sqs.EndpointVar, sqs.Name)
+	}
+	return e
+}
+
 // MustExec runs a statement on the test database or fails the test.
 func (e *Env) MustExec(t testing.TB, query string, args ...any) sql.Result {
 	t.Helper()
