@@ -34,8 +34,8 @@ import (
 // If a group fails before its commit (a deadlock, a version conflict, a hook's error, a value
 // that does not fit its column), it is rolled back and each of its requests runs again alone,
 // so one request's failure is its own: the others commit, and a request whose value does not
-// fit gets a KindInvalid error of its own (see dataError). A failed commit is reported to all: whether it happened is unknown, and running a
-// creation again could place the order twice.
+// fit gets a KindInvalid error of its own (see dataError). A failed commit is reported to all:
+// whether it happened is unknown, and running a creation again could place the order twice.
 
 const (
 	// defaultWorkers is how many groups of a lane may be in flight at once: one commits (or
@@ -545,8 +545,8 @@ func (s *Store) allocate(ctx context.Context, tx *sql.Tx, creates []*request, al
 }
 
 // insertEvents appends the streams' new records in one statement, published to the log's
-// watermill-sql topic (topic.go), and fills in their positions and time. The UNIQUE (stream_id, version) key turns a concurrent append into
-// errVersionConflict.
+// watermill-sql topic (topic.go), and fills in their positions and time. The UNIQUE
+// (stream_id, version) key turns a concurrent append into errVersionConflict.
 func insertEvents(ctx context.Context, tx *sql.Tx, touched []*stream, increment int64, now time.Time) error {
 	var msgs message.Messages
 	for _, st := range touched {
