@@ -61,9 +61,10 @@ func rowOf(o *domain.Order) order {
 }
 
 // Apply is the feed.Handler that brings the orders of recs up to at least their versions in
-// recs. It locks their rows (in id order, as every consumer does), folds the orders that are behind (from the event alone when it opens its stream,
-// else their streams as committed now, read from the log in one query), and writes the rows
-// and the change to each customer's totals: at most five statements for the batch.
+// recs. It locks their rows (in id order, as every consumer does), folds the orders that are
+// behind (from the event alone when it opens its stream, else their streams as committed now,
+// read from the log in one query), and writes the rows and the change to each customer's
+// totals: at most five statements for the batch.
 func Apply(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) error {
 	latest := map[domain.OrderID]eventstore.Record{} // each order's newest event in recs
 	var ids []domain.OrderID
