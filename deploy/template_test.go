@@ -13,7 +13,7 @@ import (
 	"github.com/awslabs/goformation/v7/cloudformation"
 	"github.com/awslabs/goformation/v7/intrinsics"
 
-	"orderd/lambdastage"
+	"orderd/pipeline"
 	"orderd/queues"
 )
 
@@ -24,11 +24,15 @@ type stage struct {
 	queue string // the seed's queue name
 }
 
-var stages = []stage{
-	{"Payment", lambdastage.StagePayment, queues.PaymentQueue},
-	{"Inventory", lambdastage.StageInventory, queues.InventoryQueue},
-	{"Email", lambdastage.StageEmail, queues.EmailQueue},
-}
+// stages is what the template must hold, derived from the pipeline table: one function per
+// stage, named after its component (payment → PaymentFunction, PaymentQueue, ...).
+var stages = func() []stage {
+	var out []stage
+	for _, st := range pipeline.Stages() {
+		out = append(out, stage{name: strings.ToUpper(st.Component[:1]) + st.Component[1:], env: st.Component, queue: st.Queue})
+	}
+	return out
+}()
 
 // parse reads the template with intrinsic functions turned into comparable symbols:
 // !Ref X → "Ref:X", !GetAtt X.Arn → "GetAtt:X.Arn", !Sub "s" → "Sub:s". (goformation's
@@ -76,7 +80,11 @@ func parse(t *testing.T) *cloudformation.Template {
 func TestFunctionsMatchTheBuild(t *testing.T) {
 	tpl := parse(t)
 	fns := tpl.GetAllServerlessFunctionResources()
-	if got, want := slices.Sorted(maps.Keys(fns)), []string{"EmailFunction", "InventoryFunction", "PaymentFunction"}; !slices.Equal(got, want) {
+	var names []string
+	for _, st := range stages {
+		names = append(names, st.name+"Function")
+	}
+	if got, want := slices.Sorted(maps.Keys(fns)), slices.Sorted(slices.Values(names)); !slices.Equal(got, want) {
 		t.Fatalf("functions %v, want %v", got, want)
 	}
 	for _, st := range stages {
@@ -103,7 +111,7 @@ func TestFunctionsMatchTheBuild(t *testing.T) {
 				t.Errorf("%sFunction: %s in the template: credentials must come from Secrets Manager", st.name, key)
 			}
 		}
-		if st.env == lambdastage.StageEmail {
+		if st.env == pipeline.Email {
 			check("SMTP_SECRET_ARN", vars["SMTP_SECRET_ARN"], "Ref:SmtpSecretArn")
 			check("SMTP_TLS", vars["SMTP_TLS"], "Ref:SmtpTls")
 		}
@@ -167,7 +175,7 @@ func TestEveryQueueHasADeadLetterQueue(t *testing.T) {
 	tpl := parse(t)
 	all := tpl.GetAllSQSQueueResources()
 	if len(all) != 2*len(stages) {
-		t.Errorf("%d queues, want %d (three stage queues and their DLQs)", len(all), 2*len(stages))
+		t.Errorf("%d queues, want %d (the stage queues and their DLQs)", len(all), 2*len(stages))
 	}
 	for _, st := range stages {
 		q, err := tpl.GetSQSQueueWithName(st.name + "Queue")

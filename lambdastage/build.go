@@ -13,22 +13,16 @@ import (
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/payment"
+	"orderd/pipeline"
 	"orderd/projections"
 	"orderd/projections/customers"
 	"orderd/queues"
 	"orderd/router"
 )
 
-// The stages a function can run (env STAGE).
-const (
-	StagePayment   = "payment"
-	StageInventory = "inventory"
-	StageEmail     = "email"
-)
-
 // Config says which stage a function runs and what that stage needs.
 type Config struct {
-	Stage string // payment, inventory or email
+	Stage string // a stage's component name in the pipeline table (payment, inventory, email)
 	// Queues names the queues: the function's own (for dead letters) and, through
 	// router.Route, the queue each appended event's outbox row is meant for. The function
 	// never sends to SQS itself; the relay does.
@@ -56,9 +50,7 @@ func Build(db *sql.DB, cfg Config, log *slog.Logger) (*Function, error) {
 	if db == nil || log == nil {
 		return nil, errors.New("lambdastage: Build needs a db and a logger")
 	}
-	queue, ok := map[string]string{
-		StagePayment: queues.PaymentQueue, StageInventory: queues.InventoryQueue, StageEmail: queues.EmailQueue,
-	}[cfg.Stage]
+	stage, ok := pipeline.Lookup(cfg.Stage)
 	if !ok {
 		return nil, unknownStage(cfg.Stage)
 	}
@@ -90,13 +82,12 @@ func Build(db *sql.DB, cfg Config, log *slog.Logger) (*Function, error) {
 		mailer.Close()
 		return nil, err
 	}
-	run := map[string]router.StageFunc{StagePayment: stages.Payment, StageInventory: stages.Inventory, StageEmail: stages.Email}[cfg.Stage]
 	dead, err := deadletter.NewLog(db)
 	if err != nil {
 		mailer.Close()
 		return nil, err
 	}
-	h, err := NewHandler(cfg.Queues.Name(queue), run, dead, log.With("stage", cfg.Stage))
+	h, err := NewHandler(cfg.Queues.Name(stage.Queue), stage.Func(stages), dead, log.With("stage", cfg.Stage))
 	if err != nil {
 		mailer.Close()
 		return nil, err

@@ -23,6 +23,7 @@ import (
 	"orderd/mail"
 	"orderd/ordering"
 	"orderd/outbox"
+	"orderd/pipeline"
 	"orderd/projections"
 	"orderd/queues"
 	"orderd/router"
@@ -62,20 +63,19 @@ func newRig(t *testing.T) *rig {
 	if err := queues.Ensure(ctx, r.client, r.qcfg); err != nil {
 		t.Fatal(err)
 	}
-	for stage, q := range map[string]string{lambdastage.StagePayment: queues.PaymentQueue,
-		lambdastage.StageInventory: queues.InventoryQueue, lambdastage.StageEmail: queues.EmailQueue} {
-		out, err := r.client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(r.qcfg.Name(q))})
+	for _, st := range pipeline.Stages() {
+		out, err := r.client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(r.qcfg.Name(st.Queue))})
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.urls[stage] = aws.ToString(out.QueueUrl)
-		fn, err := lambdastage.Build(env.DB, lambdastage.Config{Stage: stage, Queues: r.qcfg, SMTP: mail.SMTPConfig{Addr: env.SMTPAddr},
+		r.urls[st.Component] = aws.ToString(out.QueueUrl)
+		fn, err := lambdastage.Build(env.DB, lambdastage.Config{Stage: st.Component, Queues: r.qcfg, SMTP: mail.SMTPConfig{Addr: env.SMTPAddr},
 			MailFrom: "shop@" + r.domain, DeclineAboveCents: 100000}, log)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { fn.Close() })
-		r.fns[stage] = fn
+		r.fns[st.Component] = fn
 	}
 	pub, err := queues.NewBatchPublisher(r.client)
 	if err != nil {
@@ -203,7 +203,7 @@ func TestOrderCompletesThroughTheThreeFunctions(t *testing.T) {
 	r := newRig(t)
 	ctx := ctxFor(t)
 	ids := []domain.OrderID{r.place(t, "Ada"), r.place(t, "Grace")}
-	stages := []string{lambdastage.StagePayment, lambdastage.StageInventory, lambdastage.StageEmail}
+	stages := pipeline.Components()
 	var invoked []struct {
 		stage string
 		ev    events.SQSEvent
@@ -284,7 +284,7 @@ func TestPoisonedRecordFailsAloneAndIsRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	// goaws needs at least one attribute for the SDK to read a message.
-	if _, err := r.client.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(r.urls[lambdastage.StagePayment]),
+	if _, err := r.client.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(r.urls[pipeline.Payment]),
 		MessageBody: aws.String("not json"), MessageAttributes: map[string]types.MessageAttributeValue{
 			outbox.MetaEventType: {DataType: aws.String("String"), StringValue: aws.String("Garbage")}}}); err != nil {
 		t.Fatal(err)
@@ -295,7 +295,7 @@ func TestPoisonedRecordFailsAloneAndIsRecorded(t *testing.T) {
 		if ctx.Err() != nil {
 			t.Fatalf("only %d of 3 messages received", len(ev.Records))
 		}
-		ev.Records = append(ev.Records, r.receive(ctx, t, lambdastage.StagePayment, 10, 30).Records...)
+		ev.Records = append(ev.Records, r.receive(ctx, t, pipeline.Payment, 10, 30).Records...)
 	}
 	var poison string
 	for _, m := range ev.Records {
@@ -303,7 +303,7 @@ func TestPoisonedRecordFailsAloneAndIsRecorded(t *testing.T) {
 			poison = m.MessageId
 		}
 	}
-	failed := r.invoke(ctx, t, lambdastage.StagePayment, ev)
+	failed := r.invoke(ctx, t, pipeline.Payment, ev)
 	if !slices.Equal(failed, []string{poison}) {
 		t.Fatalf("failed records %v, want exactly the poisoned one [%s]", failed, poison)
 	}
@@ -317,7 +317,7 @@ func TestPoisonedRecordFailsAloneAndIsRecorded(t *testing.T) {
 	if err := r.env.DB.QueryRow(`SELECT queue, reason FROM dead_letters`).Scan(&queue, &reason); err != nil {
 		t.Fatalf("dead letter not recorded: %v", err)
 	}
-	if queue != r.qcfg.Name(queues.PaymentQueue) || reason == "" {
+	if queue != r.qcfg.Name(pipeline.PaymentQueue) || reason == "" {
 		t.Errorf("dead letter: queue %q reason %q", queue, reason)
 	}
 	// Not deleted: SQS hands it out again (and its RedrivePolicy moves it to the DLQ after
@@ -328,13 +328,13 @@ func TestPoisonedRecordFailsAloneAndIsRecorded(t *testing.T) {
 			handle = m.ReceiptHandle
 		}
 	}
-	if _, err := r.client.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{QueueUrl: aws.String(r.urls[lambdastage.StagePayment]),
+	if _, err := r.client.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{QueueUrl: aws.String(r.urls[pipeline.Payment]),
 		ReceiptHandle: aws.String(handle), VisibilityTimeout: 0}); err != nil {
 		t.Fatal(err)
 	}
 	var again events.SQSEvent
 	for len(again.Records) == 0 && ctx.Err() == nil {
-		again = r.receive(ctx, t, lambdastage.StagePayment, 10, 30)
+		again = r.receive(ctx, t, pipeline.Payment, 10, 30)
 	}
 	if len(again.Records) != 1 || again.Records[0].Body != "not json" {
 		t.Fatalf("after the batch the payment queue holds %d records, want the poisoned one only", len(again.Records))

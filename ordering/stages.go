@@ -12,6 +12,7 @@ import (
 	"orderd/eventstore"
 	"orderd/mail"
 	"orderd/payment"
+	"orderd/pipeline"
 	"orderd/tracing"
 )
 
@@ -46,16 +47,12 @@ func NewStages(c StagesConfig) (*Stages, error) {
 	return &Stages{store: c.Store, catalog: c.Catalog, gateway: c.Gateway, mailer: c.Mailer, mailFrom: c.MailFrom, log: c.Log}, nil
 }
 
-// Which event types each stage accepts; anything else on its queue is a poisoned message.
-var (
-	paymentTriggers   = []string{domain.TypeOrderPlaced, domain.TypeInventoryReservationFailed}
-	inventoryTriggers = []string{domain.TypePaymentCompleted}
-	emailTriggers     = []string{domain.TypeInventoryReserved, domain.TypePaymentFailed, domain.TypePaymentRefunded}
-)
+// Stages carries out the pipeline table's stages.
+var _ pipeline.Steps = (*Stages)(nil)
 
 // Payment charges a placed order, or refunds one whose reservation failed.
 func (s *Stages) Payment(ctx context.Context, trigger eventstore.Record) error {
-	return s.run(ctx, "payment", trigger, paymentTriggers, false, func(ctx context.Context, _ eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
+	return s.run(ctx, pipeline.MustLookup(pipeline.Payment), trigger, false, func(ctx context.Context, _ eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 		key := eventstore.EventID(o.ID(), o.Version())
 		switch o.NextStep() {
 		case domain.StepPayment:
@@ -77,7 +74,7 @@ func (s *Stages) Payment(ctx context.Context, trigger eventstore.Record) error {
 
 // Inventory reserves a paid order's items; the stock change commits with the event.
 func (s *Stages) Inventory(ctx context.Context, trigger eventstore.Record) error {
-	return s.run(ctx, "inventory", trigger, inventoryTriggers, true, func(ctx context.Context, tx eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
+	return s.run(ctx, pipeline.MustLookup(pipeline.Inventory), trigger, true, func(ctx context.Context, tx eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 		if o.NextStep() != domain.StepInventory {
 			return nil, domain.ErrStepNotDue
 		}
@@ -98,7 +95,7 @@ func (s *Stages) Inventory(ctx context.Context, trigger eventstore.Record) error
 // would leave a paid order pending for ever, beyond the reach of a re-drive. Anything else
 // (the server down, a 4xx, our own credentials refused) is retried.
 func (s *Stages) Email(ctx context.Context, trigger eventstore.Record) error {
-	return s.run(ctx, "email", trigger, emailTriggers, false, func(ctx context.Context, _ eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
+	return s.run(ctx, pipeline.MustLookup(pipeline.Email), trigger, false, func(ctx context.Context, _ eventstore.Tx, o *domain.Order) ([]domain.Event, error) {
 		if o.NextStep() != domain.StepEmail {
 			return nil, domain.ErrStepNotDue
 		}
@@ -151,13 +148,15 @@ func (s *Stages) mailDomain() string {
 
 func money(cents int64) string { return fmt.Sprintf("%d.%02d", cents/100, cents%100) }
 
-// run checks the trigger against the order's log and lets decide act on the order; writes
+// run checks the trigger against the order's log and the stage's triggers in the pipeline
+// table, and lets decide act on the order; writes
 // says whether decide writes through the transaction (only then does the store need to
 // isolate its writes). A step that is not due is a redelivery: it is logged and
 // acknowledged. A trigger that is not the order's latest event as the log holds it, or that
 // this stage does not act on, is refused as domain.ErrNotTrigger: it changes nothing, and it
 // is dead-lettered without holding up the order.
-func (s *Stages) run(ctx context.Context, stage string, trigger eventstore.Record, accepts []string, writes bool, decide eventstore.DecideTx) error {
+func (s *Stages) run(ctx context.Context, st pipeline.Stage, trigger eventstore.Record, writes bool, decide eventstore.DecideTx) error {
+	stage, accepts := st.Component, st.Triggers
 	md := eventstore.Metadata{CorrelationID: trigger.Metadata.CorrelationID, CausationID: trigger.EventID(), TraceParent: tracing.Parent(ctx)}
 	update := s.store.UpdateTx
 	if !writes {

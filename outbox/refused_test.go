@@ -15,6 +15,7 @@ import (
 	"orderd/internal/strictsqs"
 	"orderd/internal/testenv"
 	"orderd/outbox"
+	"orderd/pipeline"
 	"orderd/queues"
 )
 
@@ -46,7 +47,7 @@ func TestRelayDeadLettersWhatSQSRefuses(t *testing.T) {
 	big := strings.Repeat("x", 60<<10)
 	for i := range 5 {
 		r.env.MustExec(t, `INSERT INTO outbox (position, queue, event_id, event_type, correlation_id, body, created_at)
-			VALUES (?, ?, ?, 'InventoryReserved', 'corr-big', ?, NOW(6))`, 1_000_000+i, r.qcfg.Name(queues.EmailQueue), fmt.Sprintf("big-%d", i), big)
+			VALUES (?, ?, ?, 'InventoryReserved', 'corr-big', ?, NOW(6))`, 1_000_000+i, r.qcfg.Name(pipeline.EmailQueue), fmt.Sprintf("big-%d", i), big)
 	}
 
 	batchPub, err := queues.NewBatchPublisher(r.client)
@@ -61,9 +62,9 @@ func TestRelayDeadLettersWhatSQSRefuses(t *testing.T) {
 	if rows := r.outboxRows(t); len(rows) != 0 {
 		t.Errorf("the outbox still holds %d rows: %+v", len(rows), rows)
 	}
-	checkMessages(t, r.receive(t, r.qcfg.Name(queues.PaymentQueue), len(want)), want)
+	checkMessages(t, r.receive(t, r.qcfg.Name(pipeline.PaymentQueue), len(want)), want)
 	// Counted, not received: goaws now and then sends a reply this large cut short.
-	attrs, err := r.client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: r.queueURL(t, r.qcfg.Name(queues.EmailQueue)),
+	attrs, err := r.client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: r.queueURL(t, r.qcfg.Name(pipeline.EmailQueue)),
 		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameApproximateNumberOfMessages}})
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +97,7 @@ func TestRelayDeadLettersWhatSQSRefuses(t *testing.T) {
 				t.Errorf("order %d stuck with reason %q, want it to say %q", c.id, l.Reason, w)
 			}
 		}
-		if l.Queue != r.qcfg.Name(queues.PaymentQueue) || l.EventID != eventstore.EventID(c.id, 1) {
+		if l.Queue != r.qcfg.Name(pipeline.PaymentQueue) || l.EventID != eventstore.EventID(c.id, 1) {
 			t.Errorf("order %d stuck on %+v", c.id, l)
 		}
 	}
@@ -110,5 +111,5 @@ func TestRelayDeadLettersWhatSQSRefuses(t *testing.T) {
 		t.Fatalf("RelayOnce after the refusals = %d, %v; want 1, nil", n, err)
 	}
 	laterWant := r.expected(t, later)
-	checkMessages(t, r.receive(t, r.qcfg.Name(queues.PaymentQueue), 1), laterWant)
+	checkMessages(t, r.receive(t, r.qcfg.Name(pipeline.PaymentQueue), 1), laterWant)
 }

@@ -23,6 +23,7 @@ import (
 	"orderd/eventstore"
 	"orderd/internal/testenv"
 	"orderd/outbox"
+	"orderd/pipeline"
 	"orderd/queues"
 	"orderd/router"
 )
@@ -294,13 +295,12 @@ func TestWriterRoutesEvents(t *testing.T) {
 		}
 		byType[row.EventType] = row.Queue
 	}
-	wantQueues := map[string]string{
-		domain.TypeOrderPlaced:                r.qcfg.Name(queues.PaymentQueue),
-		domain.TypeInventoryReservationFailed: r.qcfg.Name(queues.PaymentQueue),
-		domain.TypePaymentCompleted:           r.qcfg.Name(queues.InventoryQueue),
-		domain.TypeInventoryReserved:          r.qcfg.Name(queues.EmailQueue),
-		domain.TypePaymentFailed:              r.qcfg.Name(queues.EmailQueue),
-		domain.TypePaymentRefunded:            r.qcfg.Name(queues.EmailQueue),
+	// Each event goes to the queue of the stage it triggers, as the pipeline table says.
+	wantQueues := map[string]string{}
+	for _, st := range pipeline.Stages() {
+		for _, tr := range st.Triggers {
+			wantQueues[tr] = r.qcfg.Name(st.Queue)
+		}
 	}
 	if !reflect.DeepEqual(byType, wantQueues) {
 		t.Errorf("queues by event type: got %v, want %v", byType, wantQueues)
@@ -405,7 +405,7 @@ func TestRelayPublishesALateCommit(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("RelayOnce with order 1 uncommitted = %d, %v; want order 2's row only", n, err)
 	}
-	checkMessages(t, r.receive(t, r.qcfg.Name(queues.PaymentQueue), 1), want2)
+	checkMessages(t, r.receive(t, r.qcfg.Name(pipeline.PaymentQueue), 1), want2)
 
 	g.Release()
 	if err := <-done; err != nil {
@@ -419,7 +419,7 @@ func TestRelayPublishesALateCommit(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("RelayOnce after order 1 committed = %d, %v; want its row", n, err)
 	}
-	checkMessages(t, r.receive(t, r.qcfg.Name(queues.PaymentQueue), 1), want1)
+	checkMessages(t, r.receive(t, r.qcfg.Name(pipeline.PaymentQueue), 1), want1)
 	if rows := r.outboxRows(t); len(rows) != 0 {
 		t.Errorf("outbox holds %+v, want nothing", rows)
 	}
@@ -556,7 +556,7 @@ func TestRelayKeepsRowsItCouldNotPublish(t *testing.T) {
 	r := newRig(t)
 	ids := r.shop(t)
 	want := r.expected(t, ids...)
-	down := r.qcfg.Name(queues.InventoryQueue)
+	down := r.qcfg.Name(pipeline.InventoryQueue)
 	var failed, sent []outboxRow
 	for _, w := range want {
 		if w.Queue == down {

@@ -1,4 +1,4 @@
-// Package queues sets up the SQS side: the AWS configuration, the three stage queues with
+// Package queues sets up the SQS side: the AWS configuration, the stage queues with
 // their dead-letter queues, and Watermill publishers and subscribers over them.
 package queues
 
@@ -21,13 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go/middleware"
-)
 
-// The seed's queue names; a deployment's QUEUE_PREFIX goes in front of each.
-const (
-	PaymentQueue   = "PaymentStatusQueue"
-	InventoryQueue = "InventoryStatusQueue"
-	EmailQueue     = "EmailNotificationQueue"
+	"orderd/pipeline"
 )
 
 // DLQSuffix names a queue's dead-letter queue.
@@ -50,9 +45,13 @@ type Config struct {
 // Name returns the prefixed name of queue.
 func (c Config) Name(queue string) string { return c.Prefix + queue }
 
-// All returns the prefixed names of the three stage queues.
+// All returns the prefixed names of the stage queues, from the pipeline table.
 func (c Config) All() []string {
-	return []string{c.Name(PaymentQueue), c.Name(InventoryQueue), c.Name(EmailQueue)}
+	out := pipeline.Queues()
+	for i, q := range out {
+		out[i] = c.Name(q)
+	}
+	return out
 }
 
 // AWSConfig builds the AWS SDK configuration: static dummy credentials against an emulator,
@@ -173,9 +172,9 @@ func NewPublisher(awsCfg aws.Config, c Config, log *slog.Logger) (*wsqs.Publishe
 	return pub, nil
 }
 
-// Ping checks that SQS answers and the payment queue exists.
+// Ping checks that SQS answers and the first stage's queue exists.
 func Ping(ctx context.Context, client *sqs.Client, c Config) error {
-	if _, err := client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(c.Name(PaymentQueue))}); err != nil {
+	if _, err := client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(c.All()[0])}); err != nil {
 		return fmt.Errorf("SQS: %w", err)
 	}
 	return nil

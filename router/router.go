@@ -21,26 +21,26 @@ import (
 	"orderd/eventstore"
 	"orderd/metrics"
 	"orderd/outbox"
+	"orderd/pipeline"
 	"orderd/queues"
 	"orderd/tracing"
 )
 
-// Route returns the outbox route of the order flow: each event goes to the queue of the stage
-// that acts on it next. EmailSent and EmailFailed end the path and go nowhere.
+// Route returns the outbox route of the order flow, from the pipeline table: each event goes
+// to the queue of the stage it triggers. An event that triggers no stage (EmailSent,
+// EmailFailed) ends the path and goes nowhere.
 func Route(q queues.Config) outbox.Route {
-	byType := map[string]string{
-		domain.TypeOrderPlaced:                q.Name(queues.PaymentQueue),
-		domain.TypeInventoryReservationFailed: q.Name(queues.PaymentQueue), // refund
-		domain.TypePaymentCompleted:           q.Name(queues.InventoryQueue),
-		domain.TypeInventoryReserved:          q.Name(queues.EmailQueue),
-		domain.TypePaymentFailed:              q.Name(queues.EmailQueue),
-		domain.TypePaymentRefunded:            q.Name(queues.EmailQueue),
+	byType := map[string]string{}
+	for _, st := range pipeline.Stages() {
+		for _, t := range st.Triggers {
+			byType[t] = q.Name(st.Queue)
+		}
 	}
 	return func(t string) string { return byType[t] }
 }
 
 // StageFunc is a stage as the router calls it.
-type StageFunc func(ctx context.Context, trigger eventstore.Record) error
+type StageFunc = pipeline.Func
 
 // Stage is one stage the router feeds.
 type Stage struct {

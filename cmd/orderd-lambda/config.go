@@ -9,6 +9,7 @@ import (
 	netmail "net/mail"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -18,6 +19,7 @@ import (
 	"orderd/lambdastage"
 	"orderd/mail"
 	"orderd/outbox"
+	"orderd/pipeline"
 	"orderd/queues"
 )
 
@@ -65,10 +67,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		SMTPTLS:       mail.TLSMode(getenv("SMTP_TLS")),
 	}
 	var err error
-	switch c.Stage {
-	case lambdastage.StagePayment, lambdastage.StageInventory, lambdastage.StageEmail:
-	default:
-		return c, fmt.Errorf("STAGE: want payment, inventory or email, got %q", c.Stage)
+	if _, ok := pipeline.Lookup(c.Stage); !ok {
+		return c, fmt.Errorf("STAGE: want one of %s, got %q", strings.Join(pipeline.Components(), ", "), c.Stage)
 	}
 	if c.MySQLDSN == "" && c.DBSecretARN == "" {
 		return c, errors.New("MYSQL_DSN or DB_SECRET_ARN: one must be set")
@@ -120,7 +120,7 @@ func checkSMTP(sc mail.SMTPConfig) error {
 // when it names a secret (only the email stage sends mail, so only it reads the secret).
 func (c config) stage(ctx context.Context, sm secretGetter) (lambdastage.Config, error) {
 	username, password := c.SMTPUsername, c.SMTPPassword
-	if c.SMTPSecretARN != "" && c.Stage == lambdastage.StageEmail {
+	if c.SMTPSecretARN != "" && c.Stage == pipeline.Email {
 		out, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(c.SMTPSecretARN)})
 		if err != nil {
 			return lambdastage.Config{}, fmt.Errorf("read SMTP secret %s: %w", c.SMTPSecretARN, err)
@@ -142,7 +142,7 @@ func (c config) stage(ctx context.Context, sm secretGetter) (lambdastage.Config,
 
 // needsSecrets reports whether setup must ask Secrets Manager for anything.
 func (c config) needsSecrets() bool {
-	return c.MySQLDSN == "" || (c.SMTPSecretARN != "" && c.Stage == lambdastage.StageEmail)
+	return c.MySQLDSN == "" || (c.SMTPSecretARN != "" && c.Stage == pipeline.Email)
 }
 
 // secretGetter is the one Secrets Manager call the function makes.

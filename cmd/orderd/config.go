@@ -22,20 +22,19 @@ import (
 
 	"orderd/mail"
 	"orderd/outbox"
+	"orderd/pipeline"
 	"orderd/queues"
 )
 
-// Components that `orderd serve` can run; by default all of them, in one process.
+// Components that `orderd serve` can run besides the pipeline's stages (whose names come
+// from the pipeline table); by default all of them, in one process.
 const (
 	componentAPI       = "api"
-	componentPayment   = "payment"
-	componentInventory = "inventory"
-	componentEmail     = "email"
 	componentRelay     = "relay"
 	componentCustomers = "customers" // keeps the per-customer read model from the log's feed
 )
 
-var allComponents = []string{componentAPI, componentPayment, componentInventory, componentEmail, componentRelay, componentCustomers}
+var allComponents = slices.Concat([]string{componentAPI}, pipeline.Components(), []string{componentRelay, componentCustomers})
 
 // configKeys lists every environment variable orderd reads; nothing else reads the
 // environment.

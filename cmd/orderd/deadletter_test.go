@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"orderd/internal/testenv"
-	"orderd/queues"
+	"orderd/pipeline"
 )
 
 // TestPoisonedMessagesAreDeadLettered puts messages no stage can handle on the queues — not
@@ -39,10 +39,10 @@ func TestPoisonedMessagesAreDeadLettered(t *testing.T) {
 	wire := func(orderID int, typ, data string) string {
 		return fmt.Sprintf(`{"eventId":"%d-1","orderId":%d,"version":1,"type":%q,"data":%s}`, orderID, orderID, typ, data)
 	}
-	send(queues.InventoryQueue, "this is not JSON", nil)
-	send(queues.InventoryQueue, wire(987654, "PaymentCompleted", `{}`), nil)
-	send(queues.InventoryQueue, wire(placed.OrderID, "OrderPlaced", orderPlaced), nil) // the inventory stage does not handle OrderPlaced
-	send(queues.EmailQueue, `{"orderId":0}`, nil)
+	send(pipeline.InventoryQueue, "this is not JSON", nil)
+	send(pipeline.InventoryQueue, wire(987654, "PaymentCompleted", `{}`), nil)
+	send(pipeline.InventoryQueue, wire(placed.OrderID, "OrderPlaced", orderPlaced), nil) // the inventory stage does not handle OrderPlaced
+	send(pipeline.EmailQueue, `{"orderId":0}`, nil)
 
 	waitFor(t, 30*time.Second, "4 dead letters", func() (bool, string) {
 		n := env.Count(t, `SELECT COUNT(*) FROM dead_letters`)

@@ -24,6 +24,7 @@ import (
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/payment"
+	"orderd/pipeline"
 	"orderd/projections"
 	"orderd/queues"
 	"orderd/router"
@@ -188,7 +189,7 @@ func duplicatesSeam(t *testing.T, env *testenv.Env, mailDomain string) *duplicat
 		return stages.Payment(ctx, rec)
 	}
 	r, err := router.New(router.Config{Queues: qcfg, HandlerTimeout: cfg.HandlerTimeout, Retries: cfg.Retries}, sub, dlqPub, metrics.New(), log,
-		router.Stage{Name: "payment-charge-or-refund", Queue: queues.PaymentQueue, Run: pay})
+		router.Stage{Name: pipeline.MustLookup(pipeline.Payment).Name, Queue: pipeline.PaymentQueue, Run: pay})
 	must(t, err)
 
 	var wg sync.WaitGroup

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"orderd/internal/testenv"
+	"orderd/pipeline"
 )
 
 // scrape returns the service's metrics as "name{labels}" → value text.
@@ -75,7 +76,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 			t.Errorf("no count of SQS %s requests", op)
 		}
 	}
-	for _, stage := range []string{"PaymentStatusQueue", "InventoryStatusQueue", "EmailNotificationQueue"} {
+	for _, stage := range pipeline.Queues() {
 		key := fmt.Sprintf(`orderd_stage_messages_total{outcome="handled",stage="%s"}`, stage)
 		if got[key] == "" || got[key] == "0" {
 			t.Errorf("%s = %q, want at least %d (every trigger, plus duplicates)", key, got[key], n)

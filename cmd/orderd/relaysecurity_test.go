@@ -22,6 +22,7 @@ import (
 	"orderd/internal/strictsqs"
 	"orderd/internal/testenv"
 	"orderd/outbox"
+	"orderd/pipeline"
 	"orderd/projections"
 	"orderd/queues"
 	"orderd/router"
@@ -77,7 +78,7 @@ func TestRelayNeverJams(t *testing.T) {
 		}
 	}
 	api.Stop(t)
-	if n := env.Count(t, `SELECT COUNT(*) FROM outbox WHERE queue = ?`, env.QueuePrefix+queues.PaymentQueue); n != 10 {
+	if n := env.Count(t, `SELECT COUNT(*) FROM outbox WHERE queue = ?`, env.QueuePrefix+pipeline.PaymentQueue); n != 10 {
 		t.Fatalf("the outbox holds %d payment messages, want the 10 of one batch", n)
 	}
 
@@ -98,7 +99,7 @@ func TestRelayNeverJams(t *testing.T) {
 		t.Fatal(err)
 	}
 	if stuck == nil || !strings.Contains(stuck.Reason, "InvalidMessageContents") || !strings.Contains(stuck.Reason, "'#xFFFF'") ||
-		stuck.EventID != eventstore.EventID(bad, 1) || stuck.Queue != env.QueuePrefix+queues.PaymentQueue {
+		stuck.EventID != eventstore.EventID(bad, 1) || stuck.Queue != env.QueuePrefix+pipeline.PaymentQueue {
 		t.Errorf("order %d stuck = %+v, want the payment message refused by SQS (InvalidMessageContents, #xFFFF)", bad, stuck)
 	}
 	if n := env.Count(t, `SELECT COUNT(*) FROM dead_letters`); n != 1 {
@@ -122,7 +123,7 @@ func TestRelayNeverJams(t *testing.T) {
 		t.Errorf("GET /readyz after a refused message: %d %s", resp.StatusCode, body)
 	}
 
-	metric := fmt.Sprintf(`orderd_relay_refused_total{queue="%s"}`, env.QueuePrefix+queues.PaymentQueue)
+	metric := fmt.Sprintf(`orderd_relay_refused_total{queue="%s"}`, env.QueuePrefix+pipeline.PaymentQueue)
 	if got := scrape(t, srv.URL)[metric]; got != "1" {
 		t.Errorf("%s = %q, want 1", metric, got)
 	}
@@ -165,10 +166,10 @@ func TestUnrecordableMessagesAreDeadLettered(t *testing.T) {
 	startOrderd(t, env, map[string]string{"ORDERD_COMPONENTS": "api,inventory,email,relay", "MAIL_FROM": "orders@" + env.ID + ".example"})
 	send := queueSender(t, env)
 	longID, longType, hugeType := strings.Repeat("i", 100), strings.Repeat("T", 100), strings.Repeat("H", 100<<10)
-	send(queues.InventoryQueue, `{"eventId":"99999999999-2","orderId":99999999999,"version":2,"type":"PaymentCompleted","data":{}}`, nil)
-	send(queues.InventoryQueue, "not JSON, with a long event id", map[string]string{outbox.MetaEventID: longID, outbox.MetaEventType: "PaymentCompleted"})
-	send(queues.EmailQueue, fmt.Sprintf(`{"orderId":3,"version":2,"type":%q,"data":{}}`, longType), map[string]string{outbox.MetaEventType: longType})
-	send(queues.EmailQueue, fmt.Sprintf(`{"orderId":4,"version":2,"type":%q,"data":{}}`, hugeType), map[string]string{outbox.MetaEventType: hugeType})
+	send(pipeline.InventoryQueue, `{"eventId":"99999999999-2","orderId":99999999999,"version":2,"type":"PaymentCompleted","data":{}}`, nil)
+	send(pipeline.InventoryQueue, "not JSON, with a long event id", map[string]string{outbox.MetaEventID: longID, outbox.MetaEventType: "PaymentCompleted"})
+	send(pipeline.EmailQueue, fmt.Sprintf(`{"orderId":3,"version":2,"type":%q,"data":{}}`, longType), map[string]string{outbox.MetaEventType: longType})
+	send(pipeline.EmailQueue, fmt.Sprintf(`{"orderId":4,"version":2,"type":%q,"data":{}}`, hugeType), map[string]string{outbox.MetaEventType: hugeType})
 
 	waitFor(t, 30*time.Second, "4 dead letters", func() (bool, string) {
 		n := env.Count(t, `SELECT COUNT(*) FROM dead_letters`)
@@ -226,11 +227,11 @@ func TestForgedMessagesChangeNothing(t *testing.T) {
 	}
 	paid := `{"paymentId":"forged","amountCents":0}`
 	send := queueSender(t, env)
-	send(queues.InventoryQueue, msg(order, fmt.Sprintf("%d-1", order), 1, "PaymentCompleted", paid), nil)
-	send(queues.InventoryQueue, msg(order, fmt.Sprintf("%d-2", order), 2, "PaymentCompleted", paid), nil)
-	send(queues.EmailQueue, msg(order, fmt.Sprintf("%d-7", order), 1, "PaymentFailed", `{"reason":"forged"}`), nil)
-	send(queues.InventoryQueue, fmt.Sprintf(`{"eventId":"%d-1","orderId":%d,"version":1,"type":"OrderPlaced","schemaVersion":2,"data":%s}`, order, order, orderPlaced), nil)
-	send(queues.InventoryQueue, msg(next, fmt.Sprintf("%d-1", next), 1, "PaymentCompleted", paid), nil)
+	send(pipeline.InventoryQueue, msg(order, fmt.Sprintf("%d-1", order), 1, "PaymentCompleted", paid), nil)
+	send(pipeline.InventoryQueue, msg(order, fmt.Sprintf("%d-2", order), 2, "PaymentCompleted", paid), nil)
+	send(pipeline.EmailQueue, msg(order, fmt.Sprintf("%d-7", order), 1, "PaymentFailed", `{"reason":"forged"}`), nil)
+	send(pipeline.InventoryQueue, fmt.Sprintf(`{"eventId":"%d-1","orderId":%d,"version":1,"type":"OrderPlaced","schemaVersion":2,"data":%s}`, order, order, orderPlaced), nil)
+	send(pipeline.InventoryQueue, msg(next, fmt.Sprintf("%d-1", next), 1, "PaymentCompleted", paid), nil)
 	for _, want := range []string{"whose log has OrderPlaced there", "which has only 1 events", "is not the id of version 1",
 		"does not handle OrderPlaced", fmt.Sprintf("order %d does not exist", next)} {
 		waitFor(t, 30*time.Second, "a dead letter saying "+want, func() (bool, string) {
@@ -286,8 +287,8 @@ func TestStagesRefuseUnsignedMessages(t *testing.T) {
 	}
 	eventID := eventstore.EventID(id, 2)
 	send := queueSender(t, env)
-	send(queues.InventoryQueue, string(paid), map[string]string{outbox.MetaEventID: eventID, outbox.MetaEventType: domain.TypePaymentCompleted})
-	send(queues.InventoryQueue, string(paid), map[string]string{outbox.MetaEventID: eventID, outbox.MetaEventType: domain.TypePaymentCompleted,
+	send(pipeline.InventoryQueue, string(paid), map[string]string{outbox.MetaEventID: eventID, outbox.MetaEventType: domain.TypePaymentCompleted})
+	send(pipeline.InventoryQueue, string(paid), map[string]string{outbox.MetaEventID: eventID, outbox.MetaEventType: domain.TypePaymentCompleted,
 		outbox.MetaSignature: outbox.Signature([]byte(strings.Repeat("other", 8)), eventID, domain.TypePaymentCompleted, paid)})
 	for _, want := range []string{"signature: is missing", "signature: does not match"} {
 		waitFor(t, 30*time.Second, "a dead letter saying "+want, func() (bool, string) {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	_ "net/http/pprof" // served only when PPROF_ADDR is set
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +34,7 @@ import (
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/payment"
+	"orderd/pipeline"
 	"orderd/projections"
 	"orderd/projections/customers"
 	"orderd/queues"
@@ -247,7 +249,7 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 }
 
 func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aws.Config, pub message.Publisher, catalog *ordering.Catalog) error {
-	if !s.cfg.runs(componentPayment) && !s.cfg.runs(componentInventory) && !s.cfg.runs(componentEmail) {
+	if !slices.ContainsFunc(pipeline.Components(), s.cfg.runs) {
 		return nil
 	}
 	mailer, err := mail.NewSMTPSender(s.cfg.smtp())
@@ -263,16 +265,9 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 		return err
 	}
 	var enabled []router.Stage
-	for _, st := range []struct {
-		component string
-		stage     router.Stage
-	}{
-		{componentPayment, router.Stage{Name: "payment-charge-or-refund", Queue: queues.PaymentQueue, Run: stages.Payment}},
-		{componentInventory, router.Stage{Name: "inventory-reserve-on-payment-completed", Queue: queues.InventoryQueue, Run: stages.Inventory}},
-		{componentEmail, router.Stage{Name: "email-notify-customer", Queue: queues.EmailQueue, Run: stages.Email}},
-	} {
-		if s.cfg.runs(st.component) {
-			enabled = append(enabled, st.stage)
+	for _, st := range pipeline.Stages() {
+		if s.cfg.runs(st.Component) {
+			enabled = append(enabled, router.Stage{Name: st.Name, Queue: st.Queue, Run: st.Func(stages)})
 		}
 	}
 	sub, err := s.cfg.subscriber(queues.NewClient(awsCfg, qcfg, s.countSQS()), s.log)
