@@ -55,27 +55,29 @@ type SMTPConfig struct {
 	MaxIdle int
 }
 
-// Validate reports whether c can be used.
+// Validate reports whether c can be used. Its errors are one line each and name the setting
+// at fault as both binaries read it (SMTP_ADDR, SMTP_USERNAME, SMTP_PASSWORD, SMTP_TLS); none
+// shows the password.
 func (c SMTPConfig) Validate() error {
 	host, port, err := net.SplitHostPort(c.Addr)
 	if err != nil {
-		return fmt.Errorf("smtp config: addr %q: %w", c.Addr, err)
+		return fmt.Errorf("SMTP_ADDR: %q: %w", c.Addr, err)
 	}
 	// The host is needed to verify TLS certificates, so ":25" will not do.
 	if host == "" || port == "" {
-		return fmt.Errorf("smtp config: addr %q: want host:port", c.Addr)
+		return fmt.Errorf("SMTP_ADDR: %q: want host:port", c.Addr)
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("smtp config: negative timeout %v", c.Timeout)
 	}
 	if c.TLS != "" && !slices.Contains(TLSModes, c.TLS) {
-		return fmt.Errorf("smtp config: TLS mode %q: want one of %v", c.TLS, TLSModes)
+		return fmt.Errorf("SMTP_TLS: must be one of %v, got %q", TLSModes, c.TLS)
 	}
 	if (c.Username == "") != (c.Password == "") {
-		return errors.New("smtp config: set both the username and the password, or neither")
+		return errors.New("SMTP_USERNAME, SMTP_PASSWORD: set both, or neither")
 	}
 	if c.Password != "" && c.TLS == TLSOff {
-		return errors.New("smtp config: credentials are only ever sent over TLS, and TLS is off")
+		return errors.New("SMTP_PASSWORD: credentials are only ever sent over TLS; SMTP_TLS=off would send them in plain text")
 	}
 	return nil
 }

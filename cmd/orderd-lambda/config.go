@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	netmail "net/mail"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -86,7 +85,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.SMTPSecretARN != "" && (c.SMTPUsername != "" || c.SMTPPassword != "") {
 		return c, errors.New("SMTP_SECRET_ARN: the login comes from the secret or from SMTP_USERNAME and SMTP_PASSWORD, not both")
 	}
-	if err := checkSMTP(c.smtp(c.SMTPUsername, c.SMTPPassword)); err != nil {
+	if err := c.smtp(c.SMTPUsername, c.SMTPPassword).Validate(); err != nil {
 		return c, err
 	}
 	if c.SigningKey, err = outbox.SigningKey(getenv("MESSAGE_SIGNING_KEY")); err != nil {
@@ -98,22 +97,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 // smtp returns the mail server's settings with the given login.
 func (c config) smtp(username, password string) mail.SMTPConfig {
 	return mail.SMTPConfig{Addr: c.SMTPAddr, Username: username, Password: password, TLS: c.SMTPTLS}
-}
-
-// checkSMTP words mail.SMTPConfig's checks by setting; no error shows the password.
-func checkSMTP(sc mail.SMTPConfig) error {
-	switch {
-	case sc.TLS != "" && !slices.Contains(mail.TLSModes, sc.TLS):
-		return fmt.Errorf("SMTP_TLS: must be one of %v, got %q", mail.TLSModes, sc.TLS)
-	case (sc.Username == "") != (sc.Password == ""):
-		return errors.New("SMTP_USERNAME, SMTP_PASSWORD: set both, or neither")
-	case sc.Password != "" && sc.TLS == mail.TLSOff:
-		return errors.New("SMTP_PASSWORD: credentials are only ever sent over TLS; SMTP_TLS=off would send them in plain text")
-	}
-	if err := sc.Validate(); err != nil {
-		return fmt.Errorf("SMTP_ADDR: %v", err)
-	}
-	return nil
 }
 
 // stage returns the stage's configuration, with the SMTP login read from SMTP_SECRET_ARN
@@ -130,7 +113,7 @@ func (c config) stage(ctx context.Context, sm secretGetter) (lambdastage.Config,
 			return lambdastage.Config{}, fmt.Errorf("SMTP secret %s: not JSON: want {\"username\",\"password\"} ({} for a relay that needs no login)", c.SMTPSecretARN)
 		}
 		username, password = login.Username, login.Password
-		if err := checkSMTP(c.smtp(username, password)); err != nil {
+		if err := c.smtp(username, password).Validate(); err != nil {
 			return lambdastage.Config{}, fmt.Errorf("SMTP secret %s: %w", c.SMTPSecretARN, err)
 		}
 	}

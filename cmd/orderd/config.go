@@ -339,7 +339,7 @@ func (c config) validate() error {
 	if a, err := netmail.ParseAddress(c.MailFrom); err != nil || a.Address != c.MailFrom {
 		return fmt.Errorf("MAIL_FROM: must be a plain email address, got %q", c.MailFrom)
 	}
-	if err := validateSMTP(c.smtp()); err != nil {
+	if err := c.smtp().Validate(); err != nil {
 		return err
 	}
 	for _, p := range c.QueuePrefix {
@@ -361,24 +361,6 @@ func (c config) validate() error {
 // smtp returns the mail server side of the configuration.
 func (c config) smtp() mail.SMTPConfig {
 	return mail.SMTPConfig{Addr: c.SMTPAddr, Username: c.SMTPUsername.reveal(), Password: c.SMTPPassword.reveal(), TLS: c.SMTPTLS}
-}
-
-// validateSMTP checks the SMTP_* settings, naming the offending one; no error shows the
-// password.
-func validateSMTP(c mail.SMTPConfig) error {
-	if c.TLS != "" && !slices.Contains(mail.TLSModes, c.TLS) {
-		return fmt.Errorf("SMTP_TLS: must be one of %v, got %q", mail.TLSModes, c.TLS)
-	}
-	if (c.Username == "") != (c.Password == "") {
-		return errors.New("SMTP_USERNAME, SMTP_PASSWORD: set both, or neither")
-	}
-	if c.Password != "" && c.TLS == mail.TLSOff {
-		return errors.New("SMTP_PASSWORD: credentials are only ever sent over TLS; SMTP_TLS=off would send them in plain text")
-	}
-	if err := c.Validate(); err != nil {
-		return fmt.Errorf("SMTP_ADDR: %v", err)
-	}
-	return nil
 }
 
 // minOperatorPassword is the shortest OPERATOR_PASSWORD accepted: the operator's login guards
