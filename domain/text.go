@@ -17,7 +17,11 @@ import (
 // MaxLocalPartLen is RFC 5321's limit on the part of an address before the @.
 const MaxLocalPartLen = 64
 
-func queueSafe(r rune) bool {
+// QueueSafe reports whether SQS accepts r in a message body or a String attribute value:
+// #x9 | #xA | #xD | #x20–#xD7FF | #xE000–#xFFFD | #x10000–#x10FFFF. It is the one statement of
+// that rule in the service: the boundary refuses orders by it, and queues cleans text about a
+// message by it.
+func QueueSafe(r rune) bool {
 	return r == '\t' || r == '\n' || r == '\r' || (r >= 0x20 && r <= 0xD7FF) ||
 		(r >= 0xE000 && r <= 0xFFFD) || (r >= 0x10000 && r <= unicode.MaxRune)
 }
@@ -43,7 +47,7 @@ func checkLabel(field, s string, max int) error {
 	}
 	for _, r := range s {
 		switch {
-		case !queueSafe(r):
+		case !QueueSafe(r):
 			return Invalid(field, "contains %U, which a queue message cannot carry", r)
 		case unicode.Is(unicode.Cc, r):
 			return Invalid(field, "contains the control character %U", r)
