@@ -34,7 +34,7 @@ var (
 // orders are open (the oldest go), or at the end. An event arriving for a stream that was
 // already written marks the stream for a refold, stream by stream, at the end; so the
 // settled test is only a memory hint and correctness never rests on it.
-func foldLog(ctx context.Context, w loadWriter, snap *snapshot, progress func(events int64)) (events, orders int64, refolded []domain.OrderID, err error) {
+func foldLog(ctx context.Context, w loadWriter, snap *Snapshot, progress func(events int64)) (events, orders int64, refolded []domain.OrderID, err error) {
 	dec, err := newDecoder(ctx, snap.conns[0])
 	if err != nil {
 		return 0, 0, nil, err
@@ -230,7 +230,7 @@ func (f *folder) send() error {
 }
 
 // refoldStreams folds the given streams whole from the snapshot and upserts their rows.
-func refoldStreams(ctx context.Context, snap *snapshot, ids []domain.OrderID, write func([]OrderRow) error) error {
+func refoldStreams(ctx context.Context, snap *Snapshot, ids []domain.OrderID, write func([]OrderRow) error) error {
 	dec, err := newDecoder(ctx, snap.conns[0])
 	if err != nil {
 		return err

@@ -3,7 +3,6 @@ package projections
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -11,23 +10,12 @@ import (
 	"orderd/eventstore"
 )
 
+// ordersTable is the orders table as a rebuild sees it: a replay builds orders_rebuild and
+// swaps it in.
+var ordersTable = ShadowOf(OrdersTable)
+
 // rebuildTable is where a replay builds the new orders table before swapping it in.
-const rebuildTable = "orders_rebuild"
-
-// ReplayLockName is the name of the MySQL lock (GET_LOCK) that keeps two replays, or a
-// replay and a verify, of one database's orders projection from running at once. Lock
-// names are server-wide, so it carries the database's name; MySQL caps it at 64 characters.
-func ReplayLockName(database string) string {
-	name := "orderd.replay.orders." + database
-	return name[:min(len(name), 64)]
-}
-
-// ErrReplayRunning is returned when another replay or verify holds the replay lock.
-var ErrReplayRunning = errors.New("another replay or verify of the orders projection is running on this database; try again when it has finished")
-
-// swapLockWait bounds, in seconds, how long the swap's RENAME waits for transactions still
-// reading the old table; appends are paused meanwhile, so it fails rather than wait longer.
-const swapLockWait = 5
+var rebuildTable = ordersTable.New
 
 // RebuildStats describes a finished rebuild.
 type RebuildStats struct {
@@ -89,18 +77,18 @@ func EstimateEvents(ctx context.Context, db *sql.DB) (int64, error) {
 // rerun starts from scratch. It never appends, publishes or sends anything. progress may be nil.
 func Rebuild(ctx context.Context, db *sql.DB, progress Progress) (RebuildStats, error) {
 	start := time.Now()
-	lock, err := takeReplayLock(ctx, db)
+	lock, err := TakeLock(ctx, db, OrdersTable)
 	if err != nil {
 		return RebuildStats{}, err
 	}
-	defer lock.release(ctx)
-	stats, err := rebuild(ctx, db, lock.conn, progress)
+	defer lock.Release(ctx)
+	stats, err := rebuild(ctx, db, lock.Conn(), progress)
 	if err != nil && ctx.Err() != nil {
 		err = ctx.Err() // whatever the driver made of it, the replay was interrupted
 	}
 	if err != nil {
 		// Leave nothing half-built behind; a rerun would drop it anyway.
-		db.ExecContext(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS `+rebuildTable) //nolint:errcheck // best effort
+		DropTables(context.WithoutCancel(ctx), db, rebuildTable) //nolint:errcheck // best effort
 		return stats, fmt.Errorf("replay: %w", err)
 	}
 	stats.Duration = time.Since(start)
@@ -114,16 +102,14 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 		now := time.Now()
 		*d, mark = now.Sub(mark), now
 	}
-	for _, stmt := range []string{`DROP TABLE IF EXISTS ` + rebuildTable, `CREATE TABLE ` + rebuildTable + ` LIKE ` + OrdersTable} {
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return stats, fmt.Errorf("prepare %s: %w", rebuildTable, err)
-		}
+	if err := PrepareTables(ctx, db, ordersTable); err != nil {
+		return stats, err
 	}
-	snap, err := takeSnapshot(ctx, db, lock, readers)
+	snap, err := TakeSnapshot(ctx, db, lock, readers)
 	if err != nil {
 		return stats, err
 	}
-	defer snap.close()
+	defer snap.Close()
 	stats.SnapshotAt = snap.maxPosition
 	lap(&stats.Phases.Prepare)
 	var refold []domain.OrderID
@@ -136,19 +122,13 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 		return stats, err
 	}
 	stats.Refolded = len(refold)
-	snap.close()
+	snap.Close()
 	lap(&stats.Phases.Fold)
 
 	applied := map[domain.OrderID]int{}
-	for pass := 0; pass < 5; pass++ { // catch up while appends run, until little is left
-		n, err := catchUp(ctx, db, db, stats.SnapshotAt, applied)
-		if err != nil {
-			return stats, err
-		}
-		stats.CaughtUp += n
-		if n < 100 {
-			break
-		}
+	stats.CaughtUp, err = CatchUp(func() (int, error) { return catchUp(ctx, db, db, stats.SnapshotAt, applied) })
+	if err != nil {
+		return stats, err
 	}
 	lap(&stats.Phases.CatchUp)
 	n, err := swap(ctx, db, lock, stats.SnapshotAt, applied)
@@ -158,46 +138,11 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 	if err != nil {
 		return stats, err
 	}
-	if _, err := db.ExecContext(ctx, `DROP TABLE `+oldTable); err != nil {
-		return stats, fmt.Errorf("drop the replaced table %s: %w", oldTable, err)
+	if err := DropTables(ctx, db, ordersTable.Old); err != nil {
+		return stats, fmt.Errorf("drop the replaced table: %w", err)
 	}
 	lap(&stats.Phases.Drop)
 	return stats, nil
-}
-
-// replayLock is a connection holding the replay lock of its database.
-type replayLock struct {
-	conn *sql.Conn
-	name string
-}
-
-// takeReplayLock takes the replay lock without waiting, or returns ErrReplayRunning.
-func takeReplayLock(ctx context.Context, db *sql.DB) (*replayLock, error) {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("replay: %w", err)
-	}
-	var database sql.NullString
-	var got sql.NullInt64
-	err = conn.QueryRowContext(ctx, `SELECT DATABASE()`).Scan(&database)
-	name := ReplayLockName(database.String)
-	if err == nil {
-		err = conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, name).Scan(&got)
-	}
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("replay: take lock: %w", err)
-	}
-	if got.Int64 != 1 {
-		conn.Close()
-		return nil, ErrReplayRunning
-	}
-	return &replayLock{conn: conn, name: name}, nil
-}
-
-func (l *replayLock) release(ctx context.Context) {
-	l.conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(?)`, l.name) //nolint:errcheck // released on close too
-	l.conn.Close()
 }
 
 // catchUp refolds into the rebuild table every stream that gained events after the snapshot
@@ -253,37 +198,14 @@ func swap(ctx context.Context, db *sql.DB, lock *sql.Conn, since int64, applied 
 	if err != nil {
 		return n, err
 	}
-	if err := renameTables(ctx, db); err != nil {
+	if err := SwapTables(ctx, db, ordersTable); err != nil {
 		return n, fmt.Errorf("swap: %w", err)
 	}
-	if err := recordVersion(ctx, tx); err != nil {
+	if err := RecordVersion(ctx, tx, OrdersTable, OrdersVersion); err != nil {
 		return n, fmt.Errorf("swap: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return n, fmt.Errorf("swap: %w", err)
 	}
 	return n, nil
-}
-
-// oldTable briefly holds the replaced table between the swap and its drop.
-const oldTable = OrdersTable + "_old"
-
-// renameTables swaps the rebuilt table in with one atomic RENAME, on a connection that gives
-// up after swapLockWait seconds if a transaction still holds the old table: appends are
-// paused while it waits, and readers queue behind it.
-func renameTables(ctx context.Context, db *sql.DB) error {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `DROP TABLE IF EXISTS `+oldTable); err != nil {
-		return err
-	}
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`SET SESSION lock_wait_timeout = %d`, swapLockWait)); err != nil {
-		return err
-	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SET SESSION lock_wait_timeout = DEFAULT`) //nolint:errcheck // the pool reuses it
-	_, err = conn.ExecContext(ctx, `RENAME TABLE `+OrdersTable+` TO `+oldTable+`, `+rebuildTable+` TO `+OrdersTable)
-	return err
 }

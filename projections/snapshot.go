@@ -12,7 +12,7 @@ import (
 	"orderd/eventstore"
 )
 
-// snapshot is a set of read-only REPEATABLE READ transactions that all see one gap-free
+// Snapshot is a set of read-only REPEATABLE READ transactions that all see one gap-free
 // state of the log and of the live projection: they are all started while appends are
 // paused (eventstore.Pause), when every append has either committed (its events and its
 // orders row together, in one transaction) or not yet begun, and nothing that writes either
@@ -21,24 +21,24 @@ import (
 // Each transaction is begun with SQL on a connection of its own rather than with BeginTx,
 // so that a reader can reach the driver's connection (sql.Conn.Raw; see readRaw) while it
 // is in the transaction; close ends them and returns the connections to the pool.
-type snapshot struct {
+type Snapshot struct {
 	conns                    []*sql.Conn
 	minPosition, maxPosition int64          // of the events it holds; 0 when the log is empty
 	minStream, maxStream     domain.OrderID // likewise
 }
 
-// takeSnapshot pauses appends through conn, starts n snapshot transactions and resumes
+// TakeSnapshot pauses appends through conn, starts n snapshot transactions and resumes
 // appends. The pause lasts as long as n BEGINs and a few index dives.
-func takeSnapshot(ctx context.Context, db *sql.DB, conn *sql.Conn, n int) (_ *snapshot, err error) {
+func TakeSnapshot(ctx context.Context, db *sql.DB, conn *sql.Conn, n int) (_ *Snapshot, err error) {
 	pause, err := eventstore.Pause(ctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	defer pause.Rollback() //nolint:errcheck // only releases the barrier
-	s := &snapshot{}
+	s := &Snapshot{}
 	defer func() {
 		if err != nil {
-			s.close()
+			s.Close()
 		}
 	}()
 	for i := 0; i < n; i++ {
@@ -81,9 +81,9 @@ var readBufferPadding = " /*" + strings.Repeat(" ", readBufferSize) + "*/"
 
 const readBufferSize = 64 << 10
 
-// close ends the transactions and returns their connections to the pool; one whose
+// Close ends the transactions and returns their connections to the pool; one whose
 // transaction might still be open (its ROLLBACK failed) is closed instead.
-func (s *snapshot) close() {
+func (s *Snapshot) Close() {
 	for _, c := range s.conns {
 		if _, err := c.ExecContext(context.Background(), `ROLLBACK`); err != nil {
 			c.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // the error is the point: the pool drops the connection
@@ -92,3 +92,14 @@ func (s *snapshot) close() {
 	}
 	s.conns = nil
 }
+
+// Conn returns the snapshot's first connection, in its read-only transaction.
+func (s *Snapshot) Conn() *sql.Conn { return s.conns[0] }
+
+// Position returns the highest log position the snapshot holds, 0 for an empty log: every
+// event up to it is in the snapshot, and no event after it.
+func (s *Snapshot) Position() int64 { return s.maxPosition }
+
+// Conns returns the snapshot's connections, each in its read-only transaction: one can read
+// the log while another reads a live table, both as of the snapshot.
+func (s *Snapshot) Conns() []*sql.Conn { return s.conns }

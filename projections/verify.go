@@ -27,9 +27,13 @@ const (
 	DiffExtra   DiffKind = "extra"   // the live table has a row for an order the log lacks
 )
 
-// Difference is one way the live orders table differs from what the log folds to.
+// Difference is one way a live table differs from what the log folds to.
 type Difference struct {
-	OrderID domain.OrderID
+	// Table is the table that differs; "" for the orders table, whose differences were
+	// reported before there was any other.
+	Table   string
+	OrderID domain.OrderID // the row's key, for a table keyed by order
+	Key     string         // the row's key, for any other table
 	Kind    DiffKind
 	Column  string // for DiffColumn
 	Live    string // the live value as SQL shows it (NULL for NULL), for DiffColumn
@@ -37,6 +41,19 @@ type Difference struct {
 }
 
 func (d Difference) String() string {
+	if d.Table != "" {
+		row := d.Key
+		if row == "" {
+			row = fmt.Sprintf("order %d", d.OrderID)
+		}
+		switch d.Kind {
+		case DiffMissing:
+			return fmt.Sprintf("%s: %s: missing from the live table", d.Table, row)
+		case DiffExtra:
+			return fmt.Sprintf("%s: %s: in the live table but not in the log's fold", d.Table, row)
+		}
+		return fmt.Sprintf("%s: %s: %s: live %s, rebuilt %s", d.Table, row, d.Column, d.Live, d.Rebuilt)
+	}
 	switch d.Kind {
 	case DiffMissing:
 		return fmt.Sprintf("order %d: missing from the live table", d.OrderID)
@@ -70,16 +87,16 @@ type VerifyStats struct {
 // It holds the replay lock, so it never runs beside a replay (ErrReplayRunning).
 func Verify(ctx context.Context, db *sql.DB, opts VerifyOptions) (VerifyStats, error) {
 	start := time.Now()
-	lock, err := takeReplayLock(ctx, db)
+	lock, err := TakeLock(ctx, db, OrdersTable)
 	if err != nil {
 		return VerifyStats{}, err
 	}
-	defer lock.release(ctx)
-	snap, err := takeSnapshot(ctx, db, lock.conn, readers)
+	defer lock.Release(ctx)
+	snap, err := TakeSnapshot(ctx, db, lock.Conn(), readers)
 	if err != nil {
 		return VerifyStats{}, fmt.Errorf("verify: %w", err)
 	}
-	defer snap.close()
+	defer snap.Close()
 	dec, err := newDecoder(ctx, snap.conns[0])
 	if err != nil {
 		return VerifyStats{}, err

@@ -568,7 +568,7 @@ func TestRebuildIfStale(t *testing.T) {
 	buildShop(t, env, 10, false)
 	live := dump(t, env)
 	ctx := context.Background()
-	if rebuilt, err := RebuildIfStale(ctx, env.DB, nil); err != nil || rebuilt {
+	if rebuilt, err := RebuildIfStale(ctx, env.DB, Orders{}, nil); err != nil || rebuilt {
 		t.Fatalf("fresh database (version %d recorded): rebuilt %v, %v; want no rebuild", OrdersVersion, rebuilt, err)
 	}
 
@@ -576,27 +576,27 @@ func TestRebuildIfStale(t *testing.T) {
 	staleRetry = 50 * time.Millisecond
 	t.Cleanup(func() { staleRetry = 5 * time.Second })
 	// Another replay (or verify) holds the lock for a while: RebuildIfStale waits for it.
-	other, err := takeReplayLock(ctx, env.DB)
+	other, err := TakeLock(ctx, env.DB, OrdersTable)
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.AfterFunc(300*time.Millisecond, func() { other.release(ctx) })
+	time.AfterFunc(300*time.Millisecond, func() { other.Release(ctx) })
 	start := time.Now()
-	rebuilt, err := RebuildIfStale(ctx, env.DB, nil)
+	rebuilt, err := RebuildIfStale(ctx, env.DB, Orders{}, nil)
 	if err != nil || !rebuilt {
 		t.Fatalf("stale version: rebuilt %v, %v", rebuilt, err)
 	}
 	if waited := time.Since(start); waited < 250*time.Millisecond {
 		t.Errorf("rebuilt after %s, while the lock was held for 300ms", waited)
 	}
-	if v, err := StoredOrdersVersion(ctx, env.DB); err != nil || v != OrdersVersion {
+	if v, err := StoredVersion(ctx, env.DB, OrdersTable); err != nil || v != OrdersVersion {
 		t.Errorf("recorded version %d (%v), want %d", v, err, OrdersVersion)
 	}
 	if n := env.Count(t, `SELECT COUNT(*) FROM projections WHERE name = 'orders' AND rebuilt_at IS NOT NULL`); n != 1 {
 		t.Error("rebuilt_at not recorded")
 	}
 	sameRows(t, "table after RebuildIfStale", dump(t, env), live)
-	if rebuilt, err := RebuildIfStale(ctx, env.DB, nil); err != nil || rebuilt {
+	if rebuilt, err := RebuildIfStale(ctx, env.DB, Orders{}, nil); err != nil || rebuilt {
 		t.Errorf("second call: rebuilt %v, %v; want no rebuild", rebuilt, err)
 	}
 }

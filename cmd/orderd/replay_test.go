@@ -14,8 +14,10 @@ import (
 
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/feed"
 	"orderd/internal/testenv"
 	"orderd/projections"
+	"orderd/projections/customers"
 )
 
 // replayCmd runs `orderd replay args...` against env as main would, and returns its stdout.
@@ -31,7 +33,11 @@ func replayCmd(t *testing.T, env *testenv.Env, args ...string) (string, error) {
 // rebuilt the table.
 func TestReplayVerifyCommand(t *testing.T) {
 	env := testenv.New(t)
-	store, err := eventstore.New(env.DB, projections.Orders{})
+	feedWriter, err := feed.NewWriter(customers.Topic) // as the service's store: every projection is fed
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := eventstore.New(env.DB, projections.Orders{}, feedWriter)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +91,25 @@ func TestReplayVerifyCommand(t *testing.T) {
 	}
 	if _, err := replayCmd(t, env, "extra"); err == nil {
 		t.Error("replay with a stray argument succeeded")
+	}
+
+	// The customers projection, by name: the replay above built it (its feed had no
+	// consumer); a damaged row is named, and a replay of that projection alone repairs it.
+	env.MustExec(t, `UPDATE customer_orders SET total_cents = 1 WHERE order_id = ?`, completed)
+	out, err = replayCmd(t, env, "--verify", "--projection", "customers")
+	want = fmt.Sprintf(`customer_orders: order %d: total_cents: live "1", rebuilt "899"`, completed)
+	if !errors.Is(err, errDifferences) || !strings.Contains(out, want+"\n") || strings.Contains(out, "verify: ") {
+		t.Errorf("verify of the customers projection: %v, output lacks %q or verified orders too:\n%s", err, want, out)
+	}
+	out, err = replayCmd(t, env, "--projection", "customers")
+	if err != nil || !strings.Contains(out, "rebuilt customers from") || strings.Contains(out, "rebuilt orders") {
+		t.Fatalf("replay of the customers projection: %v\n%s", err, out)
+	}
+	if out, err := replayCmd(t, env, "--verify"); err != nil || !strings.Contains(out, "verify customers: ") {
+		t.Errorf("verify of every projection after the rebuild: %v\n%s", err, out)
+	}
+	if _, err := replayCmd(t, env, "--projection", "nope"); err == nil || !strings.Contains(err.Error(), "orders, customers") {
+		t.Errorf("replay of an unknown projection: %v; want an error naming the known ones", err)
 	}
 }
 

@@ -229,7 +229,13 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 		}
 	}
 	if cfg.runs(componentCustomers) {
-		if s.customers, err = feed.NewConsumer(s.db, customers.Apply, log, feed.ConsumerConfig{Topic: customers.Topic.Name}); err != nil {
+		deadLog, err := deadletter.NewLog(s.db)
+		if err != nil {
+			return nil, err
+		}
+		if s.customers, err = feed.NewConsumer(s.db, customers.Apply, log, feed.ConsumerConfig{
+			Topic: customers.Topic.Name, Reject: feedRejections(deadLog),
+		}); err != nil {
 			return nil, err
 		}
 	}
@@ -305,6 +311,21 @@ func newCleaner(cfg config, db *sql.DB, store *eventstore.Store, sweeper *outbox
 		outbox.Retention{Name: "dead letters", Keep: cfg.DeadLetterRetention, Remove: deadLog.RemoveOlder},
 		outbox.Retention{Name: "re-drive records", Keep: cfg.DeadLetterRetention, Remove: sweeper.RemoveRecords},
 	)
+}
+
+// registry lists the projections `orderd replay`, `--verify` and the version-triggered
+// rebuild go through, in the order they run.
+func registry() projections.Registry {
+	return projections.Registry{projections.Orders{}, customers.Projection{}}
+}
+
+// feedRejections records the feed's undecodable events as dead letters, attached to no
+// order: the order's pipeline is not held up by a read model's refusal.
+func feedRejections(lg *deadletter.Log) func(context.Context, eventstore.Tx, feed.Rejection) error {
+	return func(ctx context.Context, tx eventstore.Tx, r feed.Rejection) error {
+		return lg.RecordIn(ctx, tx, deadletter.Letter{Queue: "feed " + r.Topic, EventID: r.EventID, EventType: r.EventType,
+			Reason: "cannot be decoded: " + r.Reason, DeadAt: time.Now().UTC()})
+	}
 }
 
 // metricsState is what /metrics reads when it is scraped, each part from its table's owner.
@@ -412,18 +433,20 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	errc := make(chan error, 3)
 	var wg sync.WaitGroup
 	if cfg.RebuildOnVersionChange {
-		// A deploy whose projection code changed its version rebuilds the table while serving.
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rebuilt, err := projections.RebuildIfStale(runCtx, s.db, nil)
-			switch {
-			case err != nil && !errors.Is(err, context.Canceled):
-				log.Error("rebuild of the orders projection failed", "error", err)
-			case rebuilt:
-				log.Info("orders projection rebuilt for its new version", "version", projections.OrdersVersion)
-			}
-		}()
+		// A deploy whose projection code changed its version rebuilds its tables while serving.
+		for _, p := range registry() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rebuilt, err := projections.RebuildIfStale(runCtx, s.db, p, nil)
+				switch {
+				case err != nil && !errors.Is(err, context.Canceled):
+					log.Error("rebuild of a projection failed", "projection", p.Name(), "error", err)
+				case rebuilt:
+					log.Info("projection rebuilt for its new version", "projection", p.Name(), "version", p.Version())
+				}
+			}()
+		}
 	}
 	if s.relay != nil {
 		wg.Add(1)
