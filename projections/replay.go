@@ -8,6 +8,7 @@ import (
 
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/projections/orders"
 )
 
 // ordersTable is the orders table as a rebuild sees it: a replay builds orders_rebuild and
@@ -45,22 +46,9 @@ func (p Phases) String() string {
 }
 
 // Progress is called as a replay or verify goes, from one goroutine at a time, with the
-// number of events folded so far (EstimateEvents tells about how many there will be). It
+// number of events folded so far (eventstore.EstimateEvents tells about how many there will be). It
 // may cancel the replay's context to stop it; while it runs, folding waits.
 type Progress func(events int64)
-
-// EstimateEvents returns about how many events the log holds, cheaply: the span of its
-// positions, exact unless rolled-back appends left holes. COUNT(*) would read the whole log.
-func EstimateEvents(ctx context.Context, db *sql.DB) (int64, error) {
-	var lo, hi sql.NullInt64
-	if err := db.QueryRowContext(ctx, `SELECT MIN(position), MAX(position) FROM events`).Scan(&lo, &hi); err != nil {
-		return 0, fmt.Errorf("estimate the log's size: %w", err)
-	}
-	if !hi.Valid {
-		return 0, nil
-	}
-	return hi.Int64 - lo.Int64 + 1, nil
-}
 
 // Rebuild rebuilds the orders table from the log while the service keeps running:
 //
@@ -68,7 +56,7 @@ func EstimateEvents(ctx context.Context, db *sql.DB) (int64, error) {
 //  2. it refolds, without pausing anyone, the streams that changed meanwhile;
 //  3. it pauses appends (eventstore.Pause: every append in flight commits, new ones wait),
 //     refolds what changed since, swaps the tables with one atomic RENAME and records
-//     OrdersVersion as the projection's version. Appends then resume and write to the new
+//     orders.Version as the projection's version. Appends then resume and write to the new
 //     table.
 //
 // Readers see the old table until the swap and the new one after; no event is skipped (the
@@ -117,7 +105,7 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 	if err != nil {
 		return stats, err
 	}
-	err = refoldStreams(ctx, snap, refold, func(rows []OrderRow) error { return writeRows(ctx, db, rebuildTable, rows) })
+	err = refoldStreams(ctx, snap, refold, func(rows []orders.OrderRow) error { return orders.WriteRows(ctx, db, rebuildTable, rows) })
 	if err != nil {
 		return stats, err
 	}
@@ -160,11 +148,11 @@ func catchUp(ctx context.Context, db *sql.DB, q eventstore.Queryer, since int64,
 	}
 	for start := 0; start < len(stale); start += writeBatch {
 		ids := stale[start:min(start+writeBatch, len(stale))]
-		var rows []OrderRow
-		var cur OrderRow
+		var rows []orders.OrderRow
+		var cur orders.OrderRow
 		err := eventstore.ScanStreamsOf(ctx, q, ids, func(r eventstore.Record) error {
 			if r.StreamID != cur.OrderID && cur.OrderID != 0 {
-				rows, cur = append(rows, cur), OrderRow{}
+				rows, cur = append(rows, cur), orders.OrderRow{}
 			}
 			cur.Apply(r)
 			return nil
@@ -175,7 +163,7 @@ func catchUp(ctx context.Context, db *sql.DB, q eventstore.Queryer, since int64,
 		if cur.OrderID != 0 {
 			rows = append(rows, cur)
 		}
-		if err := writeRows(ctx, db, rebuildTable, rows); err != nil {
+		if err := orders.WriteRows(ctx, db, rebuildTable, rows); err != nil {
 			return 0, fmt.Errorf("catch up: %w", err)
 		}
 		for _, r := range rows {
@@ -201,7 +189,7 @@ func swap(ctx context.Context, db *sql.DB, lock *sql.Conn, since int64, applied 
 	if err := SwapTables(ctx, db, ordersTable); err != nil {
 		return n, fmt.Errorf("swap: %w", err)
 	}
-	if err := RecordVersion(ctx, tx, OrdersTable, OrdersVersion); err != nil {
+	if err := RecordVersion(ctx, tx, OrdersTable, orders.Version); err != nil {
 		return n, fmt.Errorf("swap: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -6,7 +6,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"strings"
 
 	"orderd/domain"
 	"orderd/eventstore"
@@ -56,30 +55,19 @@ func TakeSnapshot(ctx context.Context, db *sql.DB, conn *sql.Conn, n int) (_ *Sn
 		// The first read fixes the transaction's view; every later read sees the log as of here.
 		// It reads only the log: a read of the live table would hold it (a metadata lock)
 		// until the transaction ends, and a replay's swap must not wait for that.
-		var minPos, maxPos, minID, maxID sql.NullInt64
-		err = c.QueryRowContext(ctx, `SELECT (SELECT MIN(position) FROM events), (SELECT MAX(position) FROM events),
-			(SELECT MIN(stream_id) FROM events), (SELECT MAX(stream_id) FROM events)`+readBufferPadding).Scan(&minPos, &maxPos, &minID, &maxID)
+		b, err := eventstore.ReadBounds(ctx, c)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot: %w", err)
 		}
 		if i == 0 {
-			s.minPosition, s.maxPosition = minPos.Int64, maxPos.Int64
-			s.minStream, s.maxStream = domain.OrderID(minID.Int64), domain.OrderID(maxID.Int64)
-		} else if maxPos.Int64 != s.maxPosition {
+			s.minPosition, s.maxPosition = b.MinPosition, b.MaxPosition
+			s.minStream, s.maxStream = b.MinStream, b.MaxStream
+		} else if b.MaxPosition != s.maxPosition {
 			return nil, errors.New("snapshot: the log moved while appends were paused") // a bug in the barrier, not bad luck
 		}
 	}
 	return s, nil
 }
-
-// readBufferPadding pads a statement to readBufferSize bytes with a comment, which the
-// server skips. The driver reads results into its connection's buffer, 4 KiB unless a
-// bigger packet went through it before (it then keeps the bigger one, up to 256 KiB): a
-// snapshot connection reads the whole log, and with 4 KiB a read system call per 4 KiB
-// of it; sending one big statement first makes each read take up to 64 KiB.
-var readBufferPadding = " /*" + strings.Repeat(" ", readBufferSize) + "*/"
-
-const readBufferSize = 64 << 10
 
 // Close ends the transactions and returns their connections to the pool; one whose
 // transaction might still be open (its ROLLBACK failed) is closed instead.

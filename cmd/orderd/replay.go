@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/term"
 
+	"orderd/eventstore"
 	"orderd/projections"
 )
 
@@ -61,7 +62,7 @@ func replay(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 	defer db.Close()
 	var total int64
 	if !*quiet {
-		if total, err = projections.EstimateEvents(ctx, db); err != nil {
+		if total, err = eventstore.EstimateEvents(ctx, db); err != nil {
 			return err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"orderd/internal/testenv"
 	"orderd/projections"
 	"orderd/projections/customers"
+	"orderd/projections/orders"
 )
 
 // replayCmd runs `orderd replay args...` against env as main would, and returns its stdout.
@@ -211,11 +212,11 @@ func TestReplayDuringLiveLoad(t *testing.T) {
 }
 
 // TestServeRebuildsAStaleProjection deploys "new projection code": the stored version differs
-// from projections.OrdersVersion, so `orderd serve` rebuilds the table in the background
+// from orders.Version, so `orderd serve` rebuilds the table in the background
 // while it serves, and records the new version.
 func TestServeRebuildsAStaleProjection(t *testing.T) {
 	env := testenv.New(t).WithMessaging(t)
-	env.MustExec(t, `UPDATE projections SET version = ? WHERE name = 'orders'`, projections.OrdersVersion-1)
+	env.MustExec(t, `UPDATE projections SET version = ? WHERE name = 'orders'`, orders.Version-1)
 	srv := startOrderd(t, env, map[string]string{"MAIL_FROM": "orders@" + env.ID + ".example"})
 	waitFor(t, 30*time.Second, "the stale projection to be rebuilt", func() (bool, string) {
 		var v int
@@ -223,7 +224,7 @@ func TestServeRebuildsAStaleProjection(t *testing.T) {
 		if err := env.DB.QueryRow(`SELECT version, rebuilt_at FROM projections WHERE name = 'orders'`).Scan(&v, &rebuilt); err != nil {
 			return false, err.Error()
 		}
-		return v == projections.OrdersVersion && rebuilt.Valid, fmt.Sprintf("version %d, rebuilt at %v", v, rebuilt)
+		return v == orders.Version && rebuilt.Valid, fmt.Sprintf("version %d, rebuilt at %v", v, rebuilt)
 	})
 	// And it still serves: an order placed afterwards completes in the new table.
 	code, body := postJSON(t, srv.URL+"/place-order", `{"customerName":"After rebuild"}`)

@@ -37,6 +37,7 @@ import (
 	"orderd/pipeline"
 	"orderd/projections"
 	"orderd/projections/customers"
+	"orderd/projections/orders"
 	"orderd/queues"
 	"orderd/router"
 	"orderd/tracing"
@@ -330,11 +331,11 @@ func feedRejections(lg *deadletter.Log) func(context.Context, eventstore.Tx, fee
 
 // metricsState is what /metrics reads when it is scraped, each part from its table's owner.
 func metricsState(db *sql.DB, dlq metrics.QueueDepths) (metrics.State, error) {
-	reader, err := projections.NewReader(db)
+	reader, err := orders.NewReader(db)
 	if err != nil {
 		return metrics.State{}, err
 	}
-	counter, err := projections.NewStatusCounter(db, 0)
+	counter, err := orders.NewStatusCounter(db, 0)
 	if err != nil {
 		return metrics.State{}, err
 	}
@@ -366,7 +367,7 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 	if err != nil {
 		return err
 	}
-	reader, err := projections.NewReader(s.db)
+	reader, err := orders.NewReader(s.db)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package projections_test
+package orders_test
 
 import (
 	"testing"
@@ -6,7 +6,7 @@ import (
 
 	"orderd/domain"
 	"orderd/eventstore"
-	"orderd/projections"
+	"orderd/projections/orders"
 )
 
 // parcelShipped stands for an event type added after this code was written: no fold acts on it.
@@ -24,8 +24,8 @@ func TestOrderRowSkipsUnknownEventsConsistently(t *testing.T) {
 			Event: domain.OrderPlaced{CustomerName: "Ada", Items: []domain.Item{}, TotalCents: 100}},
 		{StreamID: 7, Version: 2, Position: 12, OccurredAt: at.Add(time.Second), Type: domain.TypePaymentCompleted, Event: domain.PaymentCompleted{}},
 	}
-	before := projections.FoldOrder(history)
-	after := projections.FoldOrder(append(history, eventstore.Record{StreamID: 7, Version: 3, Position: 15,
+	before := orders.FoldOrder(history)
+	after := orders.FoldOrder(append(history, eventstore.Record{StreamID: 7, Version: 3, Position: 15,
 		OccurredAt: at.Add(2 * time.Second), Type: "ParcelShipped", Event: parcelShipped{Carrier: "x"}}))
 	if after.Version != 3 || after.LastPosition != 15 || !after.UpdatedAt.Equal(at.Add(2*time.Second)) {
 		t.Errorf("after an unknown event: version %d, position %d, updated %s; want 3, 15 and its time", after.Version, after.LastPosition, after.UpdatedAt)
