@@ -8,6 +8,10 @@
 // no work to placing an order. Each row is the domain's own fold of the order's stream, read
 // from the log when the row is behind; a row is written only for a newer stream version, so a
 // message handled twice, or late, changes nothing.
+//
+// Projection makes it one of the registered projections: `orderd replay` rebuilds it into
+// shadow tables and swaps them in while the consumers run (rebuild.go), `--verify` compares
+// it with a fold of the log (verify.go), and a change of Version rebuilds it on deploy.
 package customers
 
 import (
