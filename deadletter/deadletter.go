@@ -74,6 +74,10 @@ type execer interface {
 // (no such order can exist) is not attached to any order; the event id still names it.
 func (lg *Log) Record(ctx context.Context, l Letter) error { return record(ctx, lg.db, l) }
 
+// RecordIn stores l in tx, the transaction of whatever consumed the message: the letter is
+// recorded if, and only if, the message is consumed.
+func (lg *Log) RecordIn(ctx context.Context, tx execer, l Letter) error { return record(ctx, tx, l) }
+
 // RecordRefused implements outbox.DeadLetters: it records, in the relay's transaction, a row
 // whose message the queue refused, attached to the order it is about.
 func (lg *Log) RecordRefused(ctx context.Context, tx *sql.Tx, r outbox.Refusal) error {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,23 @@ type ConsumerConfig struct {
 	RetryInterval time.Duration
 	// HandlerTimeout bounds one handler call (default 10 s).
 	HandlerTimeout time.Duration
+	// Reject records, in the consumer's transaction, an event that cannot be decoded (a
+	// payload its type's decoder refuses, metadata that does not parse), which is then
+	// consumed so that the events after it go on. Nil: such an event is logged as an error
+	// and consumed all the same.
+	Reject func(ctx context.Context, tx eventstore.Tx, r Rejection) error
+}
+
+// Rejection is an event of the feed that cannot be decoded, and why.
+type Rejection struct {
+	Topic     string
+	EventID   string
+	EventType string
+	OrderID   domain.OrderID // 0 if the message does not say
+	Version   int
+	Reason    string
+
+	position int64 // of its row
 }
 
 func (c *ConsumerConfig) setDefaults() {
@@ -170,21 +188,33 @@ const undoTimeout = 5 * time.Second
 // consume applies a batch and deletes its rows, or leaves no trace of the events it could
 // not apply.
 func (c *Consumer) consume(msgCtx context.Context, tx *sql.Tx, batch []*message.Message, w *worker) {
+	ctx, cancel := context.WithTimeout(msgCtx, c.cfg.HandlerTimeout)
+	defer cancel()
 	recs := make([]eventstore.Record, 0, len(batch))
+	var unknown []*message.Message
+	var rejected []Rejection
 	for _, msg := range batch {
 		rec, err := eventstore.RecordFromMessage(msg)
-		if err != nil {
-			w.failed.Store(true)
-			c.warn(w, "feed event not applied; it stays for the next poll", "event_id", msg.UUID, "error", err)
-			continue
+		switch {
+		case err == nil:
+			recs = append(recs, rec)
+		case !knownType(msg.Metadata[eventstore.MetaEventType]):
+			unknown = append(unknown, msg)
+		default:
+			r := Rejection{Topic: c.cfg.Topic, EventID: msg.UUID, EventType: msg.Metadata[eventstore.MetaEventType], Reason: err.Error()}
+			r.OrderID, r.Version = domain.OrderID(atoi(msg.Metadata[eventstore.MetaStreamID])), atoi(msg.Metadata[eventstore.MetaVersion])
+			r.position, _ = strconv.ParseInt(msg.Metadata[eventstore.MetaPosition], 10, 64)
+			rejected = append(rejected, r)
 		}
-		recs = append(recs, rec)
+	}
+	if len(unknown) > 0 || len(rejected) > 0 {
+		if !c.discard(ctx, tx, unknown, rejected, w) {
+			return // the transaction may be gone: the whole batch comes again
+		}
 	}
 	if len(recs) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(msgCtx, c.cfg.HandlerTimeout)
-	defer cancel()
 	alive, err := c.apply(ctx, tx, recs)
 	if err == nil {
 		w.applied.Store(true)
@@ -210,6 +240,50 @@ func (c *Consumer) consume(msgCtx context.Context, tx *sql.Tx, batch []*message.
 		w.failed.Store(true)
 		c.warn(w, "feed event not applied; it stays for the next poll", "event_id", rec.EventID(), "position", rec.Position, "error", err)
 	}
+}
+
+// knownType reports whether this release knows the event type: an event of a type it does
+// not know is none of its handlers' business (a later release's stage wrote it).
+func knownType(typ string) bool {
+	_, ok := eventstore.SchemaVersions()[typ]
+	return ok
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// discard consumes the events a handler never sees: those of a type this release does not
+// know, skipped, and those it cannot decode, each recorded with its reason (Reject). It
+// reports whether the transaction is known to be alive.
+func (c *Consumer) discard(ctx context.Context, tx *sql.Tx, unknown []*message.Message, rejected []Rejection, w *worker) bool {
+	sp := &savepointTx{tx: tx}
+	var positions []eventstore.Record
+	for _, msg := range unknown {
+		pos, _ := strconv.ParseInt(msg.Metadata[eventstore.MetaPosition], 10, 64)
+		positions = append(positions, eventstore.Record{Position: pos})
+		c.log.Info("feed event of a type this release does not know skipped", "event_id", msg.UUID, "type", msg.Metadata[eventstore.MetaEventType])
+	}
+	var err error
+	for _, r := range rejected {
+		positions = append(positions, eventstore.Record{Position: r.position})
+		if c.cfg.Reject == nil {
+			c.log.Error("feed event cannot be decoded; consumed without being applied", "event_id", r.EventID, "reason", r.Reason)
+		} else if err = c.cfg.Reject(ctx, sp, r); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = deleteRows(ctx, sp, c.cfg.Topic, positions)
+	}
+	if err == nil {
+		return true
+	}
+	w.failed.Store(true)
+	alive := sp.undo(context.WithoutCancel(ctx), err)
+	c.warn(w, "feed events not discarded; they stay for the next poll", "events", len(positions), "error", err, "transaction_lost", !alive)
+	return alive
 }
 
 // apply runs the handler on recs and deletes their rows. On failure it undoes both and

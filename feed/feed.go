@@ -23,6 +23,7 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"orderd/domain"
 	"orderd/eventstore"
 )
 
@@ -164,4 +165,65 @@ func (offsets) BeforeSubscribingQueries(string, string) []wsql.Query { return ni
 func rowsOf(cols, n int) string {
 	row := "(?" + strings.Repeat(", ?", cols-1) + ")"
 	return row + strings.Repeat(", "+row, n-1)
+}
+
+// DropCovered deletes, in tx, the rows of topic at or below position that no consumer holds,
+// and returns how many it deleted: a rebuild of the topic's projection from a snapshot of
+// the log up to position has applied their events. The rows a consumer holds are left to it
+// (its handler must find them applied already); waiting for them could deadlock with a
+// consumer that waits for tx.
+func DropCovered(ctx context.Context, tx *sql.Tx, topic string, position int64) (int, error) {
+	const chunk = 1000
+	deleted := 0
+	for after := int64(0); ; {
+		rows, err := tx.QueryContext(ctx, `SELECT position FROM event_feed WHERE topic = ? AND position > ? AND position <= ?
+			ORDER BY position LIMIT `+strconv.Itoa(chunk)+` FOR UPDATE SKIP LOCKED`, topic, after, position)
+		if err != nil {
+			return deleted, fmt.Errorf("feed %s: drop covered rows: %w", topic, err)
+		}
+		var args []any
+		for rows.Next() {
+			if err := rows.Scan(&after); err != nil {
+				rows.Close()
+				return deleted, fmt.Errorf("feed %s: drop covered rows: %w", topic, err)
+			}
+			args = append(args, after)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return deleted, fmt.Errorf("feed %s: drop covered rows: %w", topic, err)
+		}
+		if len(args) == 0 {
+			return deleted, nil
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM event_feed WHERE topic = ? AND position IN (`+
+			strings.TrimSuffix(strings.Repeat("?,", len(args)), ",")+`)`, append([]any{topic}, args...)...)
+		if err != nil {
+			return deleted, fmt.Errorf("feed %s: drop covered rows: %w", topic, err)
+		}
+		n, _ := res.RowsAffected()
+		deleted += int(n)
+		if len(args) < chunk {
+			return deleted, nil
+		}
+	}
+}
+
+// PendingStreams returns the streams with rows of topic left to consume, as q sees them (a
+// snapshot's transaction, for a verification).
+func PendingStreams(ctx context.Context, q eventstore.Queryer, topic string) (map[domain.OrderID]bool, error) {
+	rows, err := q.QueryContext(ctx, `SELECT DISTINCT stream_id FROM event_feed WHERE topic = ?`, topic)
+	if err != nil {
+		return nil, fmt.Errorf("feed %s: pending streams: %w", topic, err)
+	}
+	defer rows.Close()
+	out := map[domain.OrderID]bool{}
+	for rows.Next() {
+		var id domain.OrderID
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("feed %s: pending streams: %w", topic, err)
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
 }

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/feed"
@@ -326,25 +329,70 @@ func TestBacklogIsAppliedInBatches(t *testing.T) {
 	}
 }
 
-// An event this release cannot decode (a newer type, met during a rolling deploy) waits in
-// the feed for a release that can, without holding up the others.
-func TestUndecodableEventWaitsWithoutBlockingOthers(t *testing.T) {
+// An event of a type this release does not know (a later stage's, which no handler here
+// acts on: the two-phase deploy of docs/extending.md keeps every instance that could act on
+// it knowing it) is skipped: its row is consumed without reaching the handler, and the
+// events after it go on.
+func TestUnknownEventTypeIsSkipped(t *testing.T) {
 	r := newRig(t)
 	// First in the feed: the log's positions start above it.
 	r.env.MustExec(t, `ALTER TABLE events AUTO_INCREMENT = 100`)
 	r.env.MustExec(t, `INSERT INTO event_feed (topic, position, stream_id, version, event_type, schema_version, payload, metadata, occurred_at)
 		VALUES (?, 1, 999, 1, 'OrderTeleported', 1, '{}', '{}', UTC_TIMESTAMP(6))`, topic)
 	r.mustPlace(t, "a")
-	r.start(t, count, feed.ConsumerConfig{})
-	deadline := time.Now().Add(30 * time.Second)
-	for r.env.Count(t, `SELECT COUNT(*) FROM handled`) < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the decodable event was never handled")
-		}
-		time.Sleep(10 * time.Millisecond)
+	var rejected sync.Map
+	r.start(t, count, feed.ConsumerConfig{Reject: func(_ context.Context, _ eventstore.Tx, rj feed.Rejection) error {
+		rejected.Store(rj.EventID, rj)
+		return nil
+	}})
+	r.waitDrained(t)
+	if n := r.env.Count(t, `SELECT COUNT(*) FROM handled`); n != 1 {
+		t.Errorf("%d events handled, want the decodable one only", n)
 	}
-	if n := r.env.Count(t, `SELECT COUNT(*) FROM event_feed WHERE position = 1`); n != 1 {
-		t.Errorf("the undecodable row is gone (%d left); it must wait for a release that knows its type", n)
+	rejected.Range(func(k, _ any) bool {
+		t.Errorf("event %v of an unknown type was rejected; it should be skipped", k)
+		return true
+	})
+}
+
+// An event this release knows but cannot decode is recorded as a dead letter with its
+// reason, in the transaction that consumes it, and the events after it go on; a Reject that
+// fails leaves the event (and its letter) for the next poll.
+func TestUndecodableEventIsDeadLettered(t *testing.T) {
+	r := newRig(t)
+	r.env.MustExec(t, `ALTER TABLE events AUTO_INCREMENT = 100`)
+	r.env.MustExec(t, `INSERT INTO event_feed (topic, position, stream_id, version, event_type, schema_version, payload, metadata, occurred_at)
+		VALUES (?, 1, 999, 2, ?, 1, '{"reason": 42}', '{}', UTC_TIMESTAMP(6))`, topic, domain.TypePaymentFailed)
+	r.mustPlace(t, "a")
+	deadLog, err := deadletter.NewLog(r.env.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failures atomic.Int32
+	r.start(t, count, feed.ConsumerConfig{Reject: func(ctx context.Context, tx eventstore.Tx, rj feed.Rejection) error {
+		if failures.Add(1) == 1 {
+			return errors.New("the dead-letter table is away")
+		}
+		return deadLog.RecordIn(ctx, tx, deadletter.Letter{Queue: "feed " + rj.Topic, EventID: rj.EventID, EventType: rj.EventType,
+			Reason: rj.Reason, DeadAt: time.Now().UTC()})
+	}})
+	r.waitDrained(t)
+	if n := r.env.Count(t, `SELECT COUNT(*) FROM handled`); n != 1 {
+		t.Errorf("%d events handled, want the decodable one only", n)
+	}
+	if n := failures.Load(); n != 2 {
+		t.Errorf("Reject called %d times, want 2 (a failure, then the record)", n)
+	}
+	var queue, eventID, typ, reason string
+	err = r.env.DB.QueryRow(`SELECT queue, event_id, event_type, reason FROM dead_letters`).Scan(&queue, &eventID, &typ, &reason)
+	if err != nil {
+		t.Fatalf("the dead letter: %v", err)
+	}
+	if queue != "feed "+topic || eventID != "999-2" || typ != domain.TypePaymentFailed || !strings.Contains(reason, "reason") {
+		t.Errorf("dead letter %q %q %q %q; want the event, its type and why it cannot be decoded", queue, eventID, typ, reason)
+	}
+	if n := r.env.Count(t, `SELECT COUNT(*) FROM dead_letters`); n != 1 {
+		t.Errorf("%d dead letters, want 1", n)
 	}
 }
 

@@ -32,7 +32,7 @@ import (
 	"orderd/eventstore"
 	"orderd/metrics"
 	"orderd/ordering"
-	"orderd/projections"
+	"orderd/projections/orders"
 	"orderd/tracing"
 )
 
@@ -49,7 +49,7 @@ type API struct {
 	ready   HealthCheck
 	placer  *ordering.Placer
 	dead    *deadletter.Log
-	orders  *projections.Reader
+	orders  *orders.Reader
 	store   *eventstore.Store
 	health  HealthCheck
 	origins []string
@@ -62,7 +62,7 @@ type API struct {
 // Config lists the API's dependencies.
 type Config struct {
 	Placer         *ordering.Placer
-	Orders         *projections.Reader
+	Orders         *orders.Reader
 	Store          *eventstore.Store
 	DeadLetters    *deadletter.Log
 	Health         HealthCheck // /healthz: the dependencies answer
@@ -254,7 +254,7 @@ func (a *API) getOrder(w http.ResponseWriter, r *http.Request) {
 // orderView is GET /orders/{id}: the seed's columns under their own names, then the rest,
 // and what holds the order if a message about it was dead-lettered. linkQuery keeps its link
 // working for the same reader (see orderAccess).
-func orderView(r projections.OrderRow, stuck *deadletter.Letter, linkQuery string) map[string]any {
+func orderView(r orders.OrderRow, stuck *deadletter.Letter, linkQuery string) map[string]any {
 	v := map[string]any{
 		"order_id": r.OrderID, "customer_name": r.CustomerName, "order_status": r.OrderStatus,
 		"payment_status": r.PaymentStatus, "inventory_status": r.InventoryStatus, "email_sent": r.EmailSent,

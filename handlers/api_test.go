@@ -22,6 +22,7 @@ import (
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/projections"
+	"orderd/projections/orders"
 	"orderd/queues"
 	"orderd/router"
 )
@@ -53,7 +54,7 @@ func newAPIServer(t testing.TB, opts ...func(*Config)) *apiServer {
 	must(t, err)
 	placer, err := ordering.NewPlacer(store, catalog)
 	must(t, err)
-	reader, err := projections.NewReader(env.DB)
+	reader, err := orders.NewReader(env.DB)
 	must(t, err)
 	dead, err := deadletter.NewLog(env.DB)
 	must(t, err)

@@ -20,8 +20,8 @@ import (
 	"orderd/eventstore"
 	"orderd/ordering"
 	"orderd/outbox"
-	"orderd/projections"
 	"orderd/projections/customers"
+	"orderd/projections/orders"
 )
 
 //go:embed web
@@ -38,8 +38,8 @@ var dashboardStatuses = map[string]bool{"": true, "pending": true, "completed": 
 type Dashboard struct {
 	db      *sql.DB
 	catalog *ordering.Catalog
-	reader  *projections.Reader
-	counts  *projections.StatusCounter
+	reader  *orders.Reader
+	counts  *orders.StatusCounter
 	dead    *deadletter.Log
 	log     *slog.Logger
 	page    *template.Template
@@ -69,11 +69,11 @@ func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger, stall
 	if err != nil {
 		return nil, err
 	}
-	reader, err := projections.NewReader(db)
+	reader, err := orders.NewReader(db)
 	if err != nil {
 		return nil, err
 	}
-	counts, err := projections.NewStatusCounter(db, 0)
+	counts, err := orders.NewStatusCounter(db, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +300,7 @@ type queueLag struct {
 // Relay: outbox rows not yet accepted by SQS, per queue, and the age of the oldest, read
 // from at most the lagScan lowest positions ("capped" says more wait). Projection: the log's
 // last position against the last position projected into the row of that event's order
-// (projections.Lag): read by key, so cheap however large the log grows.
+// (orders.Lag): read by key, so cheap however large the log grows.
 func (d *Dashboard) lag(w http.ResponseWriter, r *http.Request) {
 	backlog, err := outbox.ReadBacklog(r.Context(), d.db, lagScan)
 	if err != nil {

@@ -4,33 +4,22 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/projections/orders"
 )
 
 // A replay reads the log's columns itself instead of going through eventstore's reader,
-// for speed: it skips the metadata (OrderRow.Apply does not read it) and does not even fetch
+// for speed: it skips the metadata (orders.OrderRow.Apply does not read it) and does not even fetch
 // the payload of events whose payload Apply ignores. Everything else decodes exactly as
 // eventstore decodes it: an event in its type's current schema becomes the same domain
 // struct encoding/json would make of it (fastjson.go), and anything else (an old schema that
 // needs upcasting, an unknown type) goes through eventstore's own decoder
 // (eventstore.DecodeMessage), so upcasting still happens in one place.
 // TestFastDecodeMatchesEventstore and FuzzFastPayloads hold this to it.
-
-// payloadFree lists the event types whose payload OrderRow.Apply does not read: a replay
-// folds them as the zero value of their type. Apply reading a field of one of these types
-// must remove it from here (TestFastDecodeMatchesEventstore fails until it does).
-var payloadFree = map[string]domain.Event{
-	domain.TypePaymentCompleted:  domain.PaymentCompleted{},
-	domain.TypeInventoryReserved: domain.InventoryReserved{},
-	domain.TypePaymentRefunded:   domain.PaymentRefunded{},
-	domain.TypeEmailSent:         domain.EmailSent{},
-}
 
 // fastTypes decode from a payload of their current schema as encoding/json does, as
 // eventstore does (see fastjson.go).
@@ -56,25 +45,28 @@ var currentSchemas = sync.OnceValues(func() (map[string]int, error) {
 	return eventstore.SchemaVersions(), nil
 })
 
-// payloadColumn is the SQL expression replay selects instead of the payload: NULL for
-// payload-free events in their current schema, the payload otherwise.
-var payloadColumn = sync.OnceValues(func() (string, error) {
+// noPayload lists the payload-free types in their current schema: a replay's reads of the
+// log leave their payload out (eventstore.RawQuery).
+var noPayload = sync.OnceValues(func() (map[string]int, error) {
 	versions, err := currentSchemas()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	byVersion := map[int][]string{}
-	for typ := range payloadFree {
-		byVersion[versions[typ]] = append(byVersion[versions[typ]], "'"+typ+"'")
+	out := map[string]int{}
+	for typ := range orders.PayloadFree {
+		out[typ] = versions[typ]
 	}
-	var conds []string
-	for v, types := range byVersion {
-		slices.Sort(types)
-		conds = append(conds, fmt.Sprintf("(schema_version = %d AND event_type IN (%s))", v, strings.Join(types, ", ")))
-	}
-	slices.Sort(conds)
-	return "IF(" + strings.Join(conds, " OR ") + ", NULL, payload)", nil
+	return out, nil
 })
+
+// rawQuery returns the read of the log that kind makes, without the payloads replay ignores.
+func rawQuery(kind func(noPayload map[string]int) eventstore.RawQuery) (eventstore.RawQuery, error) {
+	np, err := noPayload()
+	if err != nil {
+		return eventstore.RawQuery{}, err
+	}
+	return kind(np), nil
+}
 
 // decoder turns the columns a replay reads into records.
 type decoder struct {
@@ -87,7 +79,7 @@ type decoder struct {
 type eventType struct {
 	name    string                             // the type's name, interned
 	current int                                // its current schema version
-	free    domain.Event                       // the zero value, if Apply ignores its payload (payloadFree)
+	free    domain.Event                       // the zero value, if Apply ignores its payload (orders.PayloadFree)
 	fast    func([]byte) (domain.Event, error) // its fast decoder, if any (fastTypes)
 }
 
@@ -99,7 +91,7 @@ func newDecoder(ctx context.Context, q eventstore.Queryer) (decoder, error) {
 	}
 	d := decoder{types: map[string]*eventType{}, loc: time.UTC}
 	for typ, current := range v {
-		d.types[typ] = &eventType{name: typ, current: current, free: payloadFree[typ], fast: fastTypes[typ]}
+		d.types[typ] = &eventType{name: typ, current: current, free: orders.PayloadFree[typ], fast: fastTypes[typ]}
 	}
 	// Without parseTime the driver hands times over as text, parsed here; they must land in
 	// the location the driver would put them in (its DSN's loc, with parseTime), or a row

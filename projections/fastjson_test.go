@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"orderd/domain"
+	"orderd/projections/orders"
 )
 
 // FuzzFastPayloads holds the replay's payload parsers to encoding/json: for any input, the
@@ -116,10 +117,10 @@ func BenchmarkAppendLoadRows(b *testing.B) {
 	e, _ := fastPayload(parseOrderPlaced, benchPlaced)
 	p := e.(domain.OrderPlaced)
 	at := time.Date(2025, 1, 1, 12, 0, 0, 123456000, time.UTC)
-	row := &OrderRow{OrderID: 123456, CustomerName: p.CustomerName, CustomerEmail: p.CustomerEmail, Items: p.Items, TotalCents: p.TotalCents,
+	row := &orders.OrderRow{OrderID: 123456, CustomerName: p.CustomerName, CustomerEmail: p.CustomerEmail, Items: p.Items, TotalCents: p.TotalCents,
 		OrderStatus: domain.StatusCompleted, PaymentStatus: domain.StatusCompleted, InventoryStatus: domain.StatusCompleted, EmailSent: true,
 		Version: 4, LastPosition: 987654, PlacedAt: at, UpdatedAt: at.Add(time.Second)}
-	rows := []*OrderRow{row}
+	rows := []*orders.OrderRow{row}
 	var buf []byte
 	for b.Loop() {
 		buf, _ = appendLoadRows(buf[:0], rows)

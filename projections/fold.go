@@ -10,6 +10,7 @@ import (
 
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/projections/orders"
 )
 
 // Tuning of the snapshot fold. Reading the log in position order is the cheapest read
@@ -19,7 +20,7 @@ var (
 	chunkPositions int64 = 16384 // positions per read; one read per chunk
 	readers              = 2     // connections reading chunks in parallel
 	writers              = 2     // connections writing rows in parallel
-	writeBatch           = 2000  // rows per INSERT (catch-up, refolds); orderColumnCount placeholders each
+	writeBatch           = 2000  // rows per INSERT (catch-up, refolds); orders.ColumnCount placeholders each
 	loadBatch            = 5000  // rows per LOAD DATA: fewer, bigger loads cost the server less
 	maxOpen              = 50000 // orders held in memory while their stream is unfinished
 )
@@ -34,12 +35,12 @@ var (
 // orders are open (the oldest go), or at the end. An event arriving for a stream that was
 // already written marks the stream for a refold, stream by stream, at the end; so the
 // settled test is only a memory hint and correctness never rests on it.
-func foldLog(ctx context.Context, w loadWriter, snap *snapshot, progress func(events int64)) (events, orders int64, refolded []domain.OrderID, err error) {
+func foldLog(ctx context.Context, w loadWriter, snap *Snapshot, progress func(events int64)) (events, streams int64, refolded []domain.OrderID, err error) {
 	dec, err := newDecoder(ctx, snap.conns[0])
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	query, err := eventQuery("position >= ? AND position < ?", "position")
+	query, err := rawQuery(eventstore.RawByPosition)
 	if err != nil {
 		return 0, 0, nil, err
 	}
@@ -80,7 +81,7 @@ func foldLog(ctx context.Context, w loadWriter, snap *snapshot, progress func(ev
 	}
 
 	batches := w.start(ctx, g)
-	f := folder{open: map[domain.OrderID]*OrderRow{}, refold: map[domain.OrderID]bool{}, out: batches, ctx: ctx}
+	f := folder{open: map[domain.OrderID]*orders.OrderRow{}, refold: map[domain.OrderID]bool{}, out: batches, ctx: ctx}
 	g.Go(func() error {
 		defer close(batches)
 		for k := 0; ; k++ {
@@ -120,10 +121,10 @@ func foldLog(ctx context.Context, w loadWriter, snap *snapshot, progress func(ev
 // folder applies records in log order to the rows of the orders still open.
 type folder struct {
 	ctx     context.Context
-	open    map[domain.OrderID]*OrderRow
+	open    map[domain.OrderID]*orders.OrderRow
 	refold  map[domain.OrderID]bool // streams written before all their events were seen
-	batch   []*OrderRow
-	out     chan<- []*OrderRow
+	batch   []*orders.OrderRow
+	out     chan<- []*orders.OrderRow
 	written int64 // rows handed to the writers
 	streams int64 // streams seen (by their first event)
 }
@@ -141,7 +142,7 @@ func (f *folder) apply(rec eventstore.Record) error {
 			f.refold[rec.StreamID] = true // its row went out early: fold it again at the end
 			return nil
 		}
-		row = &OrderRow{}
+		row = &orders.OrderRow{}
 		f.open[rec.StreamID] = row
 	} else if rec.Version != row.Version+1 {
 		f.refold[rec.StreamID] = true // not in version order after all: let the refold decide
@@ -149,7 +150,7 @@ func (f *folder) apply(rec eventstore.Record) error {
 		return nil
 	}
 	row.Apply(rec)
-	if row.settled() {
+	if row.Settled() {
 		delete(f.open, rec.StreamID)
 		return f.emit(row)
 	}
@@ -159,23 +160,13 @@ func (f *folder) apply(rec eventstore.Record) error {
 	return nil
 }
 
-// settled reports whether the order has reached the end of its path in the domain, after
-// which no event follows. It only decides when a row leaves memory.
-func (r *OrderRow) settled() bool {
-	switch r.OrderStatus {
-	case domain.StatusCompleted, domain.StatusPaymentFailed, domain.StatusCancelled:
-		return r.EmailSent || r.EmailFailed
-	}
-	return false
-}
-
 // evictOldest writes out the half of the open rows that were touched longest ago.
 func (f *folder) evictOldest() error {
-	rows := make([]*OrderRow, 0, len(f.open))
+	rows := make([]*orders.OrderRow, 0, len(f.open))
 	for _, r := range f.open {
 		rows = append(rows, r)
 	}
-	slices.SortFunc(rows, func(a, b *OrderRow) int { return cmp.Compare(a.LastPosition, b.LastPosition) })
+	slices.SortFunc(rows, func(a, b *orders.OrderRow) int { return cmp.Compare(a.LastPosition, b.LastPosition) })
 	for _, r := range rows[:len(rows)/2] {
 		delete(f.open, r.OrderID)
 		if err := f.emit(r); err != nil {
@@ -201,9 +192,9 @@ func (f *folder) flushAll() error {
 }
 
 // emit hands the row over to the writers; the folder no longer touches it.
-func (f *folder) emit(r *OrderRow) error {
+func (f *folder) emit(r *orders.OrderRow) error {
 	if f.batch == nil {
-		f.batch = make([]*OrderRow, 0, loadBatch)
+		f.batch = make([]*orders.OrderRow, 0, loadBatch)
 	}
 	f.batch = append(f.batch, r)
 	f.written++
@@ -219,7 +210,7 @@ func (f *folder) send() error {
 	}
 	// Orders settle in roughly the order they were placed; sorting each batch by id makes
 	// its inserts nearly appends to the primary key, which InnoDB does cheapest.
-	slices.SortFunc(f.batch, func(a, b *OrderRow) int { return cmp.Compare(a.OrderID, b.OrderID) })
+	slices.SortFunc(f.batch, func(a, b *orders.OrderRow) int { return cmp.Compare(a.OrderID, b.OrderID) })
 	select {
 	case f.out <- f.batch:
 		f.batch = nil
@@ -230,7 +221,7 @@ func (f *folder) send() error {
 }
 
 // refoldStreams folds the given streams whole from the snapshot and upserts their rows.
-func refoldStreams(ctx context.Context, snap *snapshot, ids []domain.OrderID, write func([]OrderRow) error) error {
+func refoldStreams(ctx context.Context, snap *Snapshot, ids []domain.OrderID, write func([]orders.OrderRow) error) error {
 	dec, err := newDecoder(ctx, snap.conns[0])
 	if err != nil {
 		return err
@@ -238,12 +229,10 @@ func refoldStreams(ctx context.Context, snap *snapshot, ids []domain.OrderID, wr
 	for start := 0; start < len(ids); start += writeBatch {
 		part := ids[start:min(start+writeBatch, len(ids))]
 		args := make([]any, len(part))
-		marks := make([]byte, 0, 2*len(part))
 		for i, id := range part {
 			args[i] = id
-			marks = append(marks, '?', ',')
 		}
-		query, err := eventQuery("stream_id IN ("+string(marks[:len(marks)-1])+")", "stream_id, version")
+		query, err := rawQuery(func(np map[string]int) eventstore.RawQuery { return eventstore.RawOfStreams(len(part), np) })
 		if err != nil {
 			return err
 		}

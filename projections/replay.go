@@ -3,31 +3,20 @@ package projections
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/projections/orders"
 )
 
+// ordersTable is the orders table as a rebuild sees it: a replay builds orders_rebuild and
+// swaps it in.
+var ordersTable = ShadowOf(OrdersTable)
+
 // rebuildTable is where a replay builds the new orders table before swapping it in.
-const rebuildTable = "orders_rebuild"
-
-// ReplayLockName is the name of the MySQL lock (GET_LOCK) that keeps two replays, or a
-// replay and a verify, of one database's orders projection from running at once. Lock
-// names are server-wide, so it carries the database's name; MySQL caps it at 64 characters.
-func ReplayLockName(database string) string {
-	name := "orderd.replay.orders." + database
-	return name[:min(len(name), 64)]
-}
-
-// ErrReplayRunning is returned when another replay or verify holds the replay lock.
-var ErrReplayRunning = errors.New("another replay or verify of the orders projection is running on this database; try again when it has finished")
-
-// swapLockWait bounds, in seconds, how long the swap's RENAME waits for transactions still
-// reading the old table; appends are paused meanwhile, so it fails rather than wait longer.
-const swapLockWait = 5
+var rebuildTable = ordersTable.New
 
 // RebuildStats describes a finished rebuild.
 type RebuildStats struct {
@@ -57,22 +46,9 @@ func (p Phases) String() string {
 }
 
 // Progress is called as a replay or verify goes, from one goroutine at a time, with the
-// number of events folded so far (EstimateEvents tells about how many there will be). It
+// number of events folded so far (eventstore.EstimateEvents tells about how many there will be). It
 // may cancel the replay's context to stop it; while it runs, folding waits.
 type Progress func(events int64)
-
-// EstimateEvents returns about how many events the log holds, cheaply: the span of its
-// positions, exact unless rolled-back appends left holes. COUNT(*) would read the whole log.
-func EstimateEvents(ctx context.Context, db *sql.DB) (int64, error) {
-	var lo, hi sql.NullInt64
-	if err := db.QueryRowContext(ctx, `SELECT MIN(position), MAX(position) FROM events`).Scan(&lo, &hi); err != nil {
-		return 0, fmt.Errorf("estimate the log's size: %w", err)
-	}
-	if !hi.Valid {
-		return 0, nil
-	}
-	return hi.Int64 - lo.Int64 + 1, nil
-}
 
 // Rebuild rebuilds the orders table from the log while the service keeps running:
 //
@@ -80,7 +56,7 @@ func EstimateEvents(ctx context.Context, db *sql.DB) (int64, error) {
 //  2. it refolds, without pausing anyone, the streams that changed meanwhile;
 //  3. it pauses appends (eventstore.Pause: every append in flight commits, new ones wait),
 //     refolds what changed since, swaps the tables with one atomic RENAME and records
-//     OrdersVersion as the projection's version. Appends then resume and write to the new
+//     orders.Version as the projection's version. Appends then resume and write to the new
 //     table.
 //
 // Readers see the old table until the swap and the new one after; no event is skipped (the
@@ -89,18 +65,18 @@ func EstimateEvents(ctx context.Context, db *sql.DB) (int64, error) {
 // rerun starts from scratch. It never appends, publishes or sends anything. progress may be nil.
 func Rebuild(ctx context.Context, db *sql.DB, progress Progress) (RebuildStats, error) {
 	start := time.Now()
-	lock, err := takeReplayLock(ctx, db)
+	lock, err := TakeLock(ctx, db, OrdersTable)
 	if err != nil {
 		return RebuildStats{}, err
 	}
-	defer lock.release(ctx)
-	stats, err := rebuild(ctx, db, lock.conn, progress)
+	defer lock.Release(ctx)
+	stats, err := rebuild(ctx, db, lock.Conn(), progress)
 	if err != nil && ctx.Err() != nil {
 		err = ctx.Err() // whatever the driver made of it, the replay was interrupted
 	}
 	if err != nil {
 		// Leave nothing half-built behind; a rerun would drop it anyway.
-		db.ExecContext(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS `+rebuildTable) //nolint:errcheck // best effort
+		DropTables(context.WithoutCancel(ctx), db, rebuildTable) //nolint:errcheck // best effort
 		return stats, fmt.Errorf("replay: %w", err)
 	}
 	stats.Duration = time.Since(start)
@@ -114,16 +90,14 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 		now := time.Now()
 		*d, mark = now.Sub(mark), now
 	}
-	for _, stmt := range []string{`DROP TABLE IF EXISTS ` + rebuildTable, `CREATE TABLE ` + rebuildTable + ` LIKE ` + OrdersTable} {
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return stats, fmt.Errorf("prepare %s: %w", rebuildTable, err)
-		}
+	if err := PrepareTables(ctx, db, ordersTable); err != nil {
+		return stats, err
 	}
-	snap, err := takeSnapshot(ctx, db, lock, readers)
+	snap, err := TakeSnapshot(ctx, db, lock, readers)
 	if err != nil {
 		return stats, err
 	}
-	defer snap.close()
+	defer snap.Close()
 	stats.SnapshotAt = snap.maxPosition
 	lap(&stats.Phases.Prepare)
 	var refold []domain.OrderID
@@ -131,24 +105,18 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 	if err != nil {
 		return stats, err
 	}
-	err = refoldStreams(ctx, snap, refold, func(rows []OrderRow) error { return writeRows(ctx, db, rebuildTable, rows) })
+	err = refoldStreams(ctx, snap, refold, func(rows []orders.OrderRow) error { return orders.WriteRows(ctx, db, rebuildTable, rows) })
 	if err != nil {
 		return stats, err
 	}
 	stats.Refolded = len(refold)
-	snap.close()
+	snap.Close()
 	lap(&stats.Phases.Fold)
 
 	applied := map[domain.OrderID]int{}
-	for pass := 0; pass < 5; pass++ { // catch up while appends run, until little is left
-		n, err := catchUp(ctx, db, db, stats.SnapshotAt, applied)
-		if err != nil {
-			return stats, err
-		}
-		stats.CaughtUp += n
-		if n < 100 {
-			break
-		}
+	stats.CaughtUp, err = CatchUp(func() (int, error) { return catchUp(ctx, db, db, stats.SnapshotAt, applied) })
+	if err != nil {
+		return stats, err
 	}
 	lap(&stats.Phases.CatchUp)
 	n, err := swap(ctx, db, lock, stats.SnapshotAt, applied)
@@ -158,46 +126,11 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 	if err != nil {
 		return stats, err
 	}
-	if _, err := db.ExecContext(ctx, `DROP TABLE `+oldTable); err != nil {
-		return stats, fmt.Errorf("drop the replaced table %s: %w", oldTable, err)
+	if err := DropTables(ctx, db, ordersTable.Old); err != nil {
+		return stats, fmt.Errorf("drop the replaced table: %w", err)
 	}
 	lap(&stats.Phases.Drop)
 	return stats, nil
-}
-
-// replayLock is a connection holding the replay lock of its database.
-type replayLock struct {
-	conn *sql.Conn
-	name string
-}
-
-// takeReplayLock takes the replay lock without waiting, or returns ErrReplayRunning.
-func takeReplayLock(ctx context.Context, db *sql.DB) (*replayLock, error) {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("replay: %w", err)
-	}
-	var database sql.NullString
-	var got sql.NullInt64
-	err = conn.QueryRowContext(ctx, `SELECT DATABASE()`).Scan(&database)
-	name := ReplayLockName(database.String)
-	if err == nil {
-		err = conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, name).Scan(&got)
-	}
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("replay: take lock: %w", err)
-	}
-	if got.Int64 != 1 {
-		conn.Close()
-		return nil, ErrReplayRunning
-	}
-	return &replayLock{conn: conn, name: name}, nil
-}
-
-func (l *replayLock) release(ctx context.Context) {
-	l.conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(?)`, l.name) //nolint:errcheck // released on close too
-	l.conn.Close()
 }
 
 // catchUp refolds into the rebuild table every stream that gained events after the snapshot
@@ -215,11 +148,11 @@ func catchUp(ctx context.Context, db *sql.DB, q eventstore.Queryer, since int64,
 	}
 	for start := 0; start < len(stale); start += writeBatch {
 		ids := stale[start:min(start+writeBatch, len(stale))]
-		var rows []OrderRow
-		var cur OrderRow
+		var rows []orders.OrderRow
+		var cur orders.OrderRow
 		err := eventstore.ScanStreamsOf(ctx, q, ids, func(r eventstore.Record) error {
 			if r.StreamID != cur.OrderID && cur.OrderID != 0 {
-				rows, cur = append(rows, cur), OrderRow{}
+				rows, cur = append(rows, cur), orders.OrderRow{}
 			}
 			cur.Apply(r)
 			return nil
@@ -230,7 +163,7 @@ func catchUp(ctx context.Context, db *sql.DB, q eventstore.Queryer, since int64,
 		if cur.OrderID != 0 {
 			rows = append(rows, cur)
 		}
-		if err := writeRows(ctx, db, rebuildTable, rows); err != nil {
+		if err := orders.WriteRows(ctx, db, rebuildTable, rows); err != nil {
 			return 0, fmt.Errorf("catch up: %w", err)
 		}
 		for _, r := range rows {
@@ -253,37 +186,14 @@ func swap(ctx context.Context, db *sql.DB, lock *sql.Conn, since int64, applied 
 	if err != nil {
 		return n, err
 	}
-	if err := renameTables(ctx, db); err != nil {
+	if err := SwapTables(ctx, db, ordersTable); err != nil {
 		return n, fmt.Errorf("swap: %w", err)
 	}
-	if err := recordVersion(ctx, tx); err != nil {
+	if err := RecordVersion(ctx, tx, OrdersTable, orders.Version); err != nil {
 		return n, fmt.Errorf("swap: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return n, fmt.Errorf("swap: %w", err)
 	}
 	return n, nil
-}
-
-// oldTable briefly holds the replaced table between the swap and its drop.
-const oldTable = OrdersTable + "_old"
-
-// renameTables swaps the rebuilt table in with one atomic RENAME, on a connection that gives
-// up after swapLockWait seconds if a transaction still holds the old table: appends are
-// paused while it waits, and readers queue behind it.
-func renameTables(ctx context.Context, db *sql.DB) error {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `DROP TABLE IF EXISTS `+oldTable); err != nil {
-		return err
-	}
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`SET SESSION lock_wait_timeout = %d`, swapLockWait)); err != nil {
-		return err
-	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SET SESSION lock_wait_timeout = DEFAULT`) //nolint:errcheck // the pool reuses it
-	_, err = conn.ExecContext(ctx, `RENAME TABLE `+OrdersTable+` TO `+oldTable+`, `+rebuildTable+` TO `+OrdersTable)
-	return err
 }

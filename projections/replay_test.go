@@ -19,6 +19,7 @@ import (
 	"orderd/internal/testenv"
 	"orderd/ordering"
 	"orderd/projections"
+	"orderd/projections/orders"
 )
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {
@@ -185,7 +186,7 @@ func compareRows(t *testing.T, what string, got, want []string) {
 }
 
 // foldedRows computes the expected orders table from the log: FoldOrder over each stream.
-func foldedRows(t *testing.T, env *testenv.Env, s *eventstore.Store) map[domain.OrderID]projections.OrderRow {
+func foldedRows(t *testing.T, env *testenv.Env, s *eventstore.Store) map[domain.OrderID]orders.OrderRow {
 	t.Helper()
 	ids, err := env.DB.Query(`SELECT DISTINCT stream_id FROM events ORDER BY stream_id`)
 	if err != nil {
@@ -200,19 +201,19 @@ func foldedRows(t *testing.T, env *testenv.Env, s *eventstore.Store) map[domain.
 		streams = append(streams, id)
 	}
 	ids.Close()
-	out := map[domain.OrderID]projections.OrderRow{}
+	out := map[domain.OrderID]orders.OrderRow{}
 	for _, id := range streams {
 		history, _, err := s.Load(context.Background(), id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[id] = normalise(projections.FoldOrder(history))
+		out[id] = normalise(orders.FoldOrder(history))
 	}
 	return out
 }
 
 // normalise makes "no items" one value: the table stores [] for both nil and empty.
-func normalise(r projections.OrderRow) projections.OrderRow {
+func normalise(r orders.OrderRow) orders.OrderRow {
 	if len(r.Items) == 0 {
 		r.Items = nil
 	}
@@ -227,7 +228,7 @@ func checkTableIsFold(t *testing.T, env *testenv.Env, s *eventstore.Store) {
 	if n := env.Count(t, `SELECT COUNT(*) FROM orders`); n != len(want) {
 		t.Errorf("orders has %d rows, the log %d streams", n, len(want))
 	}
-	rd, err := projections.NewReader(env.DB)
+	rd, err := orders.NewReader(env.DB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +355,7 @@ func TestRebuildWaitsForAnAppendInFlight(t *testing.T) {
 	if stats.Orders != 2 || stats.Events != 3 || stats.SnapshotAt != p1 {
 		t.Errorf("stats %+v: want 2 orders, 3 events, snapshot at %d", stats, p1)
 	}
-	rd, _ := projections.NewReader(env.DB)
+	rd, _ := orders.NewReader(env.DB)
 	o1, err := rd.Order(context.Background(), id1)
 	if err != nil {
 		t.Fatal(err)
@@ -437,7 +438,7 @@ func TestRebuildEqualsLive(t *testing.T) {
 
 	// Appends after the swap keep the swapped-in table current.
 	step(t, s, ids[4], reserve)
-	rd, _ := projections.NewReader(env.DB)
+	rd, _ := orders.NewReader(env.DB)
 	row, err := rd.Order(context.Background(), ids[4])
 	if err != nil {
 		t.Fatal(err)
@@ -719,7 +720,7 @@ func TestLongFailureReasonIsProjected(t *testing.T) {
 		t.Fatalf("appending the failed reservation of %d out-of-stock items: %v", len(items), err)
 	}
 	reason := recs[0].Event.(domain.InventoryReservationFailed).Reason
-	rd, _ := projections.NewReader(env.DB)
+	rd, _ := orders.NewReader(env.DB)
 	row, err := rd.Order(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
@@ -752,7 +753,7 @@ func TestEmailFailedIsProjected(t *testing.T) {
 		{[]eventstore.Decide{pay, short, refund, bounce}, domain.StatusCancelled, domain.StatusRefunded, domain.StatusFailed,
 			"out of stock: SKU-MUG; email not delivered: " + reply},
 	}
-	rd, _ := projections.NewReader(env.DB)
+	rd, _ := orders.NewReader(env.DB)
 	for i, tc := range tests {
 		id := create(t, s, placement(fmt.Sprintf("Bounced %d", i), mug))
 		for _, d := range tc.steps {

@@ -6,13 +6,12 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"strings"
 
 	"orderd/domain"
 	"orderd/eventstore"
 )
 
-// snapshot is a set of read-only REPEATABLE READ transactions that all see one gap-free
+// Snapshot is a set of read-only REPEATABLE READ transactions that all see one gap-free
 // state of the log and of the live projection: they are all started while appends are
 // paused (eventstore.Pause), when every append has either committed (its events and its
 // orders row together, in one transaction) or not yet begun, and nothing that writes either
@@ -21,24 +20,24 @@ import (
 // Each transaction is begun with SQL on a connection of its own rather than with BeginTx,
 // so that a reader can reach the driver's connection (sql.Conn.Raw; see readRaw) while it
 // is in the transaction; close ends them and returns the connections to the pool.
-type snapshot struct {
+type Snapshot struct {
 	conns                    []*sql.Conn
 	minPosition, maxPosition int64          // of the events it holds; 0 when the log is empty
 	minStream, maxStream     domain.OrderID // likewise
 }
 
-// takeSnapshot pauses appends through conn, starts n snapshot transactions and resumes
+// TakeSnapshot pauses appends through conn, starts n snapshot transactions and resumes
 // appends. The pause lasts as long as n BEGINs and a few index dives.
-func takeSnapshot(ctx context.Context, db *sql.DB, conn *sql.Conn, n int) (_ *snapshot, err error) {
+func TakeSnapshot(ctx context.Context, db *sql.DB, conn *sql.Conn, n int) (_ *Snapshot, err error) {
 	pause, err := eventstore.Pause(ctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	defer pause.Rollback() //nolint:errcheck // only releases the barrier
-	s := &snapshot{}
+	s := &Snapshot{}
 	defer func() {
 		if err != nil {
-			s.close()
+			s.Close()
 		}
 	}()
 	for i := 0; i < n; i++ {
@@ -56,34 +55,23 @@ func takeSnapshot(ctx context.Context, db *sql.DB, conn *sql.Conn, n int) (_ *sn
 		// The first read fixes the transaction's view; every later read sees the log as of here.
 		// It reads only the log: a read of the live table would hold it (a metadata lock)
 		// until the transaction ends, and a replay's swap must not wait for that.
-		var minPos, maxPos, minID, maxID sql.NullInt64
-		err = c.QueryRowContext(ctx, `SELECT (SELECT MIN(position) FROM events), (SELECT MAX(position) FROM events),
-			(SELECT MIN(stream_id) FROM events), (SELECT MAX(stream_id) FROM events)`+readBufferPadding).Scan(&minPos, &maxPos, &minID, &maxID)
+		b, err := eventstore.ReadBounds(ctx, c)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot: %w", err)
 		}
 		if i == 0 {
-			s.minPosition, s.maxPosition = minPos.Int64, maxPos.Int64
-			s.minStream, s.maxStream = domain.OrderID(minID.Int64), domain.OrderID(maxID.Int64)
-		} else if maxPos.Int64 != s.maxPosition {
+			s.minPosition, s.maxPosition = b.MinPosition, b.MaxPosition
+			s.minStream, s.maxStream = b.MinStream, b.MaxStream
+		} else if b.MaxPosition != s.maxPosition {
 			return nil, errors.New("snapshot: the log moved while appends were paused") // a bug in the barrier, not bad luck
 		}
 	}
 	return s, nil
 }
 
-// readBufferPadding pads a statement to readBufferSize bytes with a comment, which the
-// server skips. The driver reads results into its connection's buffer, 4 KiB unless a
-// bigger packet went through it before (it then keeps the bigger one, up to 256 KiB): a
-// snapshot connection reads the whole log, and with 4 KiB a read system call per 4 KiB
-// of it; sending one big statement first makes each read take up to 64 KiB.
-var readBufferPadding = " /*" + strings.Repeat(" ", readBufferSize) + "*/"
-
-const readBufferSize = 64 << 10
-
-// close ends the transactions and returns their connections to the pool; one whose
+// Close ends the transactions and returns their connections to the pool; one whose
 // transaction might still be open (its ROLLBACK failed) is closed instead.
-func (s *snapshot) close() {
+func (s *Snapshot) Close() {
 	for _, c := range s.conns {
 		if _, err := c.ExecContext(context.Background(), `ROLLBACK`); err != nil {
 			c.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // the error is the point: the pool drops the connection
@@ -92,3 +80,14 @@ func (s *snapshot) close() {
 	}
 	s.conns = nil
 }
+
+// Conn returns the snapshot's first connection, in its read-only transaction.
+func (s *Snapshot) Conn() *sql.Conn { return s.conns[0] }
+
+// Position returns the highest log position the snapshot holds, 0 for an empty log: every
+// event up to it is in the snapshot, and no event after it.
+func (s *Snapshot) Position() int64 { return s.maxPosition }
+
+// Conns returns the snapshot's connections, each in its read-only transaction: one can read
+// the log while another reads a live table, both as of the snapshot.
+func (s *Snapshot) Conns() []*sql.Conn { return s.conns }

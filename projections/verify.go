@@ -12,6 +12,7 @@ import (
 
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/projections/orders"
 )
 
 // verifyChunk is how many order ids one step of Verify compares: it bounds the rows held.
@@ -27,9 +28,13 @@ const (
 	DiffExtra   DiffKind = "extra"   // the live table has a row for an order the log lacks
 )
 
-// Difference is one way the live orders table differs from what the log folds to.
+// Difference is one way a live table differs from what the log folds to.
 type Difference struct {
-	OrderID domain.OrderID
+	// Table is the table that differs; "" for the orders table, whose differences were
+	// reported before there was any other.
+	Table   string
+	OrderID domain.OrderID // the row's key, for a table keyed by order
+	Key     string         // the row's key, for any other table
 	Kind    DiffKind
 	Column  string // for DiffColumn
 	Live    string // the live value as SQL shows it (NULL for NULL), for DiffColumn
@@ -37,6 +42,19 @@ type Difference struct {
 }
 
 func (d Difference) String() string {
+	if d.Table != "" {
+		row := d.Key
+		if row == "" {
+			row = fmt.Sprintf("order %d", d.OrderID)
+		}
+		switch d.Kind {
+		case DiffMissing:
+			return fmt.Sprintf("%s: %s: missing from the live table", d.Table, row)
+		case DiffExtra:
+			return fmt.Sprintf("%s: %s: in the live table but not in the log's fold", d.Table, row)
+		}
+		return fmt.Sprintf("%s: %s: %s: live %s, rebuilt %s", d.Table, row, d.Column, d.Live, d.Rebuilt)
+	}
 	switch d.Kind {
 	case DiffMissing:
 		return fmt.Sprintf("order %d: missing from the live table", d.OrderID)
@@ -70,16 +88,16 @@ type VerifyStats struct {
 // It holds the replay lock, so it never runs beside a replay (ErrReplayRunning).
 func Verify(ctx context.Context, db *sql.DB, opts VerifyOptions) (VerifyStats, error) {
 	start := time.Now()
-	lock, err := takeReplayLock(ctx, db)
+	lock, err := TakeLock(ctx, db, OrdersTable)
 	if err != nil {
 		return VerifyStats{}, err
 	}
-	defer lock.release(ctx)
-	snap, err := takeSnapshot(ctx, db, lock.conn, readers)
+	defer lock.Release(ctx)
+	snap, err := TakeSnapshot(ctx, db, lock.Conn(), readers)
 	if err != nil {
 		return VerifyStats{}, fmt.Errorf("verify: %w", err)
 	}
-	defer snap.close()
+	defer snap.Close()
 	dec, err := newDecoder(ctx, snap.conns[0])
 	if err != nil {
 		return VerifyStats{}, err
@@ -111,7 +129,7 @@ func Verify(ctx context.Context, db *sql.DB, opts VerifyOptions) (VerifyStats, e
 		g.Go(func() error {
 			defer close(results[r])
 			var recs []eventstore.Record
-			var rows []OrderRow
+			var rows []orders.OrderRow
 			for lo := snap.minStream + domain.OrderID(r)*verifyChunk; snap.maxPosition > 0 && lo <= snap.maxStream; lo += domain.OrderID(n) * verifyChunk {
 				hi := min(lo+verifyChunk, snap.maxStream+1)
 				res, err := compareChunk(gctx, snap.conns[r], dec, lo, hi, &recs, &rows)
@@ -183,14 +201,14 @@ type chunkResult struct {
 
 // compareChunk folds the streams with ids in [lo, hi) and merges them with the live rows of
 // the same ids, both sorted by id.
-func compareChunk(ctx context.Context, tx *sql.Conn, dec decoder, lo, hi domain.OrderID, recs *[]eventstore.Record, rows *[]OrderRow) (chunkResult, error) {
+func compareChunk(ctx context.Context, tx *sql.Conn, dec decoder, lo, hi domain.OrderID, recs *[]eventstore.Record, rows *[]orders.OrderRow) (chunkResult, error) {
 	var res chunkResult
 	var err error
 	if *recs, *rows, err = readStreams(ctx, tx, dec, lo, hi, *recs, *rows); err != nil {
 		return res, err
 	}
 	res.events, res.orders = int64(len(*recs)), int64(len(*rows))
-	live, err := tx.QueryContext(ctx, `SELECT `+orderColumns+` FROM `+OrdersTable+` WHERE order_id >= ? AND order_id < ? ORDER BY order_id`, lo, hi)
+	live, err := tx.QueryContext(ctx, `SELECT `+orders.Columns+` FROM `+OrdersTable+` WHERE order_id >= ? AND order_id < ? ORDER BY order_id`, lo, hi)
 	if err != nil {
 		return res, err
 	}
@@ -232,19 +250,19 @@ func compareChunk(ctx context.Context, tx *sql.Conn, dec decoder, lo, hi domain.
 	return res, nil
 }
 
-// columnNames are the orders table's columns, in orderColumns order.
+// columnNames are the orders table's columns, in orders.Columns order.
 var columnNames = func() []string {
 	var names []string
-	for _, c := range strings.Split(orderColumns, ",") {
+	for _, c := range strings.Split(orders.Columns, ",") {
 		names = append(names, strings.TrimSpace(c))
 	}
 	return names
 }()
 
 // compareRow compares, column by column, the values the live table holds with the values
-// the rebuilt row would be written with (OrderRow.values, as every write uses).
-func compareRow(r OrderRow, live []any, diffs []Difference) ([]Difference, error) {
-	want, err := r.values()
+// the rebuilt row would be written with (orders.OrderRow.values, as every write uses).
+func compareRow(r orders.OrderRow, live []any, diffs []Difference) ([]Difference, error) {
+	want, err := r.Values()
 	if err != nil {
 		return diffs, err
 	}

@@ -14,6 +14,7 @@ import (
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/internal/testenv"
+	"orderd/projections/orders"
 )
 
 // These tests run against a real MariaDB/MySQL (TEST_MYSQL_DSN). Several shrink the fold's
@@ -203,7 +204,7 @@ func TestVerifyReportsEveryDifference(t *testing.T) {
 	env.MustExec(t, `UPDATE orders SET customer_email = '', total_cents = total_cents + 1 WHERE order_id = 4`)
 	env.MustExec(t, `DELETE FROM orders WHERE order_id = 3`)
 	env.MustExec(t, `DELETE FROM events WHERE stream_id = 10`) // its row is left without a stream
-	env.MustExec(t, `INSERT INTO orders (`+orderColumns+`) SELECT 999999, customer_name, order_status, payment_status, inventory_status, email_sent,
+	env.MustExec(t, `INSERT INTO orders (`+orders.Columns+`) SELECT 999999, customer_name, order_status, payment_status, inventory_status, email_sent,
 		email_failed, customer_email, items, total_cents, failure_reason, version, last_position, placed_at, updated_at FROM orders WHERE order_id = 2`)
 	before := dump(t, env)
 
@@ -288,8 +289,8 @@ func TestInterruptedRebuildLeavesLiveTable(t *testing.T) {
 		t.Errorf("rerun: %+v", stats)
 	}
 	sameRows(t, "table after the rerun", dump(t, env), live)
-	if v := env.Count(t, `SELECT version FROM projections WHERE name = 'orders'`); v != OrdersVersion {
-		t.Errorf("the rerun recorded version %d, want %d", v, OrdersVersion)
+	if v := env.Count(t, `SELECT version FROM projections WHERE name = 'orders'`); v != orders.Version {
+		t.Errorf("the rerun recorded version %d, want %d", v, orders.Version)
 	}
 }
 
@@ -348,7 +349,7 @@ func TestRebuildUpcastsVersion1Events(t *testing.T) {
 		t.Errorf("verify before the rebuild: %v, want order 1 missing", diffs)
 	}
 	mustRebuild(t, env)
-	rd, err := NewReader(env.DB)
+	rd, err := orders.NewReader(env.DB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +357,7 @@ func TestRebuildUpcastsVersion1Events(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := OrderRow{OrderID: 1, CustomerName: "Old", CustomerEmail: "old@example.com", Items: []domain.Item{},
+	want := orders.OrderRow{OrderID: 1, CustomerName: "Old", CustomerEmail: "old@example.com", Items: []domain.Item{},
 		OrderStatus: domain.StatusCompleted, PaymentStatus: domain.StatusCompleted, InventoryStatus: domain.StatusCompleted,
 		EmailSent: true, Version: 4, LastPosition: 4, PlacedAt: at, UpdatedAt: at.Add(3 * time.Second)}
 	if !reflect.DeepEqual(got, want) {
@@ -368,7 +369,7 @@ func TestRebuildUpcastsVersion1Events(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if folded := FoldOrder(history); !reflect.DeepEqual(folded, want) {
+	if folded := orders.FoldOrder(history); !reflect.DeepEqual(folded, want) {
 		t.Errorf("FoldOrder of eventstore's history\n got  %+v\n want %+v", folded, want)
 	}
 	if _, diffs := verify(t, env); len(diffs) != 0 {
@@ -382,7 +383,7 @@ func TestRebuildUpcastsVersion1Events(t *testing.T) {
 // replay decodes them, the folded rows equal everywhere, and an error on one side an error on
 // the other (except for a payload the fold ignores: the replay does not even fetch it).
 // Payload-free types carry values in every field, so an Apply that starts reading one of
-// them fails here until payloadFree is updated.
+// them fails here until orders.PayloadFree is updated.
 func TestFastDecodeMatchesEventstore(t *testing.T) {
 	env := testenv.New(t)
 	versions, err := currentSchemas()
@@ -460,7 +461,7 @@ func TestFastDecodeMatchesEventstore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	query, err := eventQuery("stream_id = ?", "version")
+	query, err := rawQuery(func(np map[string]int) eventstore.RawQuery { return eventstore.RawOfStreams(1, np) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,7 +475,7 @@ func TestFastDecodeMatchesEventstore(t *testing.T) {
 			return nil
 		})
 		got, gotErr := readEvents(ctx, env.DB, dec, nil, query, id)
-		if _, free := payloadFree[c.typ]; free && wantErr != nil && gotErr == nil {
+		if _, free := orders.PayloadFree[c.typ]; free && wantErr != nil && gotErr == nil {
 			continue // a replay does not read, so does not check, a payload the fold ignores
 		}
 		if (gotErr != nil) != (wantErr != nil) {
@@ -491,13 +492,13 @@ func TestFastDecodeMatchesEventstore(t *testing.T) {
 		if g.Type != w.Type || g.SchemaVersion != w.SchemaVersion || g.Position != w.Position || !g.OccurredAt.Equal(w.OccurredAt) {
 			t.Errorf("case %d %s %s: replay read %+v, eventstore %+v", i, c.typ, c.json, g, w)
 		}
-		if _, free := payloadFree[c.typ]; !free && !reflect.DeepEqual(g.Event, w.Event) {
+		if _, free := orders.PayloadFree[c.typ]; !free && !reflect.DeepEqual(g.Event, w.Event) {
 			t.Errorf("case %d %s %s: replay decoded %#v, eventstore %#v", i, c.typ, c.json, g.Event, w.Event)
 		}
 		if _, ok := fastTypes[c.typ]; ok {
 			fast++
 		}
-		if gr, wr := FoldOrder(got), FoldOrder(want); !reflect.DeepEqual(gr, wr) {
+		if gr, wr := orders.FoldOrder(got), orders.FoldOrder(want); !reflect.DeepEqual(gr, wr) {
 			t.Errorf("case %d %s %s: replay folds to\n %+v\neventstore's history to\n %+v", i, c.typ, c.json, gr, wr)
 		}
 	}
@@ -541,13 +542,13 @@ func TestRebuildRefoldsWhatArrivesLate(t *testing.T) {
 		t.Errorf("stats %+v: want 7 orders, some refolded", stats)
 	}
 	store, _ := eventstore.New(env.DB)
-	rd, _ := NewReader(env.DB)
+	rd, _ := orders.NewReader(env.DB)
 	for s := domain.OrderID(1); s <= 7; s++ {
 		history, _, err := store.Load(context.Background(), s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := FoldOrder(history)
+		want := orders.FoldOrder(history)
 		got, err := rd.Order(context.Background(), s)
 		if err != nil {
 			t.Fatal(err)
@@ -568,35 +569,35 @@ func TestRebuildIfStale(t *testing.T) {
 	buildShop(t, env, 10, false)
 	live := dump(t, env)
 	ctx := context.Background()
-	if rebuilt, err := RebuildIfStale(ctx, env.DB, nil); err != nil || rebuilt {
-		t.Fatalf("fresh database (version %d recorded): rebuilt %v, %v; want no rebuild", OrdersVersion, rebuilt, err)
+	if rebuilt, err := RebuildIfStale(ctx, env.DB, Orders{}, nil); err != nil || rebuilt {
+		t.Fatalf("fresh database (version %d recorded): rebuilt %v, %v; want no rebuild", orders.Version, rebuilt, err)
 	}
 
-	env.MustExec(t, `UPDATE projections SET version = ?, rebuilt_at = NULL WHERE name = 'orders'`, OrdersVersion+1)
+	env.MustExec(t, `UPDATE projections SET version = ?, rebuilt_at = NULL WHERE name = 'orders'`, orders.Version+1)
 	staleRetry = 50 * time.Millisecond
 	t.Cleanup(func() { staleRetry = 5 * time.Second })
 	// Another replay (or verify) holds the lock for a while: RebuildIfStale waits for it.
-	other, err := takeReplayLock(ctx, env.DB)
+	other, err := TakeLock(ctx, env.DB, OrdersTable)
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.AfterFunc(300*time.Millisecond, func() { other.release(ctx) })
+	time.AfterFunc(300*time.Millisecond, func() { other.Release(ctx) })
 	start := time.Now()
-	rebuilt, err := RebuildIfStale(ctx, env.DB, nil)
+	rebuilt, err := RebuildIfStale(ctx, env.DB, Orders{}, nil)
 	if err != nil || !rebuilt {
 		t.Fatalf("stale version: rebuilt %v, %v", rebuilt, err)
 	}
 	if waited := time.Since(start); waited < 250*time.Millisecond {
 		t.Errorf("rebuilt after %s, while the lock was held for 300ms", waited)
 	}
-	if v, err := StoredOrdersVersion(ctx, env.DB); err != nil || v != OrdersVersion {
-		t.Errorf("recorded version %d (%v), want %d", v, err, OrdersVersion)
+	if v, err := StoredVersion(ctx, env.DB, OrdersTable); err != nil || v != orders.Version {
+		t.Errorf("recorded version %d (%v), want %d", v, err, orders.Version)
 	}
 	if n := env.Count(t, `SELECT COUNT(*) FROM projections WHERE name = 'orders' AND rebuilt_at IS NOT NULL`); n != 1 {
 		t.Error("rebuilt_at not recorded")
 	}
 	sameRows(t, "table after RebuildIfStale", dump(t, env), live)
-	if rebuilt, err := RebuildIfStale(ctx, env.DB, nil); err != nil || rebuilt {
+	if rebuilt, err := RebuildIfStale(ctx, env.DB, Orders{}, nil); err != nil || rebuilt {
 		t.Errorf("second call: rebuilt %v, %v; want no rebuild", rebuilt, err)
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"golang.org/x/sync/errgroup"
+
+	"orderd/projections/orders"
 )
 
 // loadWriter writes the rebuilt rows with LOAD DATA LOCAL INFILE, streamed from memory:
@@ -30,8 +32,8 @@ var localLoad = true
 // loadSeq numbers the in-memory "files" registered with the driver.
 var loadSeq atomic.Int64
 
-func (w loadWriter) start(ctx context.Context, g *errgroup.Group) chan []*OrderRow {
-	batches := make(chan []*OrderRow, writers)
+func (w loadWriter) start(ctx context.Context, g *errgroup.Group) chan []*orders.OrderRow {
+	batches := make(chan []*orders.OrderRow, writers)
 	var insertOnly atomic.Bool
 	insertOnly.Store(!localLoad)
 	for range writers {
@@ -46,7 +48,7 @@ func (w loadWriter) start(ctx context.Context, g *errgroup.Group) chan []*OrderR
 			mysql.RegisterReaderHandler(name, func() io.Reader { return bytes.NewReader(data) })
 			defer mysql.DeregisterReaderHandler(name)
 			stmt := "LOAD DATA LOCAL INFILE 'Reader::" + name + "' INTO TABLE " + w.table +
-				` CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES TERMINATED BY '\n' (` + orderColumns + `)`
+				` CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\t' ESCAPED BY '\\' LINES TERMINATED BY '\n' (` + orders.Columns + `)`
 			for b := range batches {
 				if !insertOnly.Load() {
 					if data, err = appendLoadRows(data[:0], b); err != nil {
@@ -66,11 +68,11 @@ func (w loadWriter) start(ctx context.Context, g *errgroup.Group) chan []*OrderR
 				for len(b) > 0 {
 					part := b[:min(writeBatch, len(b))]
 					b = b[len(part):]
-					rows := make([]OrderRow, len(part))
+					rows := make([]orders.OrderRow, len(part))
 					for i, r := range part {
 						rows[i] = *r
 					}
-					if err := writeRows(ctx, conn, w.table, rows); err != nil {
+					if err := orders.WriteRows(ctx, conn, w.table, rows); err != nil {
 						return err
 					}
 				}
@@ -108,8 +110,8 @@ func isLocalLoadRefused(err error) bool {
 
 // appendLoadRows formats rows as LOAD DATA's default text format reads them: tab-separated
 // fields, one row per line, \N for NULL, backslash escapes. Each field holds the value
-// OrderRow.values gives the column, written as the driver writes it into an INSERT.
-func appendLoadRows(dst []byte, rows []*OrderRow) ([]byte, error) {
+// orders.OrderRow.values gives the column, written as the driver writes it into an INSERT.
+func appendLoadRows(dst []byte, rows []*orders.OrderRow) ([]byte, error) {
 	var err error
 	for _, r := range rows {
 		dst = strconv.AppendInt(dst, int64(r.OrderID), 10)

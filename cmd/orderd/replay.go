@@ -16,27 +16,29 @@ import (
 
 	"golang.org/x/term"
 
+	"orderd/eventstore"
 	"orderd/projections"
 )
 
-const replayUsage = `usage: orderd replay [--verify] [--quiet]
+const replayUsage = `usage: orderd replay [--verify] [--projection NAME] [--quiet]
 
-Rebuilds the orders table from the event log into a new table, catches up with the live
-log and swaps it in atomically; the service may keep running. Nothing is appended,
-published or sent. With --verify it swaps nothing: it folds the log and compares the result
-with the live table in one consistent snapshot, prints every difference and exits non-zero
-if there is any.
+Rebuilds every projection (or the one named) from the event log into new tables, catches
+up with the live log and swaps them in atomically; the service may keep running. Nothing is
+appended, published or sent. With --verify it swaps nothing: it folds the log and compares
+the result with the live tables in one consistent snapshot, prints every difference and
+exits non-zero if there is any.
 
 Progress goes to stderr (redrawn in place on a terminal, a line a second otherwise); the
 summary and the differences go to stdout.
 `
 
-// replay rebuilds the orders projection from the log and swaps it in while the service
-// runs, or with --verify checks the live table against the log.
+// replay rebuilds the projections from the log and swaps them in while the service runs, or
+// with --verify checks the live tables against the log.
 func replay(ctx context.Context, cfg config, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	verify := fs.Bool("verify", false, "compare the live table with the log instead of rebuilding it")
+	verify := fs.Bool("verify", false, "compare the live tables with the log instead of rebuilding them")
+	only := fs.String("projection", "", "the projection to replay or verify (default all: "+strings.Join(registry().Names(), ", ")+")")
 	quiet := fs.Bool("quiet", false, "show no progress")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, replayUsage)
@@ -49,46 +51,75 @@ func replay(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 		fs.Usage()
 		return fmt.Errorf("replay: unexpected argument %q", fs.Arg(0))
 	}
+	picked, err := registry().Pick(*only)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
 	db, err := openDB(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	verb := "replay"
-	if *verify {
-		verb = "verify"
-	}
-	var p *progressPrinter // nil: quiet
+	var total int64
 	if !*quiet {
-		total, err := projections.EstimateEvents(ctx, db)
+		if total, err = eventstore.EstimateEvents(ctx, db); err != nil {
+			return err
+		}
+	}
+	var differ []string
+	for _, proj := range picked {
+		var p *progressPrinter // nil: quiet
+		if !*quiet {
+			verb := "replay " + proj.Name()
+			if *verify {
+				verb = "verify " + proj.Name()
+			}
+			p = newProgressPrinter(stderr, verb, total)
+		}
+		if *verify {
+			n, err := runVerify(ctx, db, proj, p, stdout)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				differ = append(differ, fmt.Sprintf("%s: %s differences", proj.Name(), group(n)))
+			}
+			continue
+		}
+		stats, err := proj.Rebuild(ctx, db, p.progress())
+		p.clear()
 		if err != nil {
 			return err
 		}
-		p = newProgressPrinter(stderr, verb, total)
-		defer p.clear()
+		fmt.Fprintf(stdout, "replay: rebuilt %s from %s events (%s orders) in %s, %s events/s; %d streams caught up, %d refolded; %s paused %s; peak RSS %s\n",
+			proj.Name(), group(stats.Events), group(stats.Orders), stats.Duration.Round(time.Millisecond), group(rate(stats.Events, stats.Duration)),
+			stats.CaughtUp, stats.Refolded, pausedWhat(proj), stats.Pause.Round(time.Microsecond), peakRSS())
 	}
-	if *verify {
-		return runVerify(ctx, db, p, stdout)
+	if len(differ) > 0 {
+		return fmt.Errorf("verify: %w: %s", errDifferences, strings.Join(differ, "; "))
 	}
-	stats, err := projections.Rebuild(ctx, db, p.progress())
-	p.clear()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "replay: rebuilt orders from %s events (%s orders) in %s, %s events/s; %d streams caught up, %d refolded; appends paused %s; peak RSS %s\n",
-		group(stats.Events), group(stats.Orders), stats.Duration.Round(time.Millisecond), group(rate(stats.Events, stats.Duration)),
-		stats.CaughtUp, stats.Refolded, stats.Pause.Round(time.Microsecond), peakRSS())
 	return nil
 }
 
-// errDifferences makes `orderd replay --verify` exit non-zero when the table is not the
-// log's fold.
-var errDifferences = errors.New("the live orders table differs from the event log")
+// pausedWhat names what a projection's swap holds off: the appends for the orders table,
+// written in their transactions; the feed's consumers for the others.
+func pausedWhat(p projections.Projection) string {
+	if p.Name() == projections.OrdersTable {
+		return "appends"
+	}
+	return "its consumers"
+}
 
-func runVerify(ctx context.Context, db *sql.DB, p *progressPrinter, stdout io.Writer) error {
+// errDifferences makes `orderd replay --verify` exit non-zero when a projection's tables
+// are not the log's fold.
+var errDifferences = errors.New("a live projection differs from the event log")
+
+// runVerify verifies one projection, prints its differences and summary, and returns how
+// many differences it found.
+func runVerify(ctx context.Context, db *sql.DB, proj projections.Projection, p *progressPrinter, stdout io.Writer) (int64, error) {
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
-	stats, err := projections.Verify(ctx, db, projections.VerifyOptions{
+	stats, err := proj.Verify(ctx, db, projections.VerifyOptions{
 		Progress: p.progress(),
 		OnDiff: func(d projections.Difference) {
 			if p.clear() {
@@ -99,19 +130,20 @@ func runVerify(ctx context.Context, db *sql.DB, p *progressPrinter, stdout io.Wr
 	})
 	p.clear()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	verdict := "no differences"
 	if stats.Differences > 0 {
 		verdict = fmt.Sprintf("%s differences", group(stats.Differences))
 	}
-	fmt.Fprintf(out, "verify: %s events fold to %s orders; the live table has %s rows; %s (in %s, %s events/s; peak RSS %s)\n",
-		group(stats.Events), group(stats.Orders), group(stats.LiveRows), verdict, stats.Duration.Round(time.Millisecond),
-		group(rate(stats.Events, stats.Duration)), peakRSS())
-	if stats.Differences > 0 {
-		return fmt.Errorf("verify: %w: %s differences", errDifferences, group(stats.Differences))
+	subject := "verify"
+	if proj.Name() != projections.OrdersTable {
+		subject = "verify " + proj.Name()
 	}
-	return nil
+	fmt.Fprintf(out, "%s: %s events fold to %s orders; the live table has %s rows; %s (in %s, %s events/s; peak RSS %s)\n",
+		subject, group(stats.Events), group(stats.Orders), group(stats.LiveRows), verdict, stats.Duration.Round(time.Millisecond),
+		group(rate(stats.Events, stats.Duration)), peakRSS())
+	return stats.Differences, nil
 }
 
 // progressPrinter shows how a replay goes: a bar redrawn in place (at most ten times a

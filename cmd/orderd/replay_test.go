@@ -14,8 +14,11 @@ import (
 
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/feed"
 	"orderd/internal/testenv"
 	"orderd/projections"
+	"orderd/projections/customers"
+	"orderd/projections/orders"
 )
 
 // replayCmd runs `orderd replay args...` against env as main would, and returns its stdout.
@@ -31,7 +34,11 @@ func replayCmd(t *testing.T, env *testenv.Env, args ...string) (string, error) {
 // rebuilt the table.
 func TestReplayVerifyCommand(t *testing.T) {
 	env := testenv.New(t)
-	store, err := eventstore.New(env.DB, projections.Orders{})
+	feedWriter, err := feed.NewWriter(customers.Topic) // as the service's store: every projection is fed
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := eventstore.New(env.DB, projections.Orders{}, feedWriter)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +92,25 @@ func TestReplayVerifyCommand(t *testing.T) {
 	}
 	if _, err := replayCmd(t, env, "extra"); err == nil {
 		t.Error("replay with a stray argument succeeded")
+	}
+
+	// The customers projection, by name: the replay above built it (its feed had no
+	// consumer); a damaged row is named, and a replay of that projection alone repairs it.
+	env.MustExec(t, `UPDATE customer_orders SET total_cents = 1 WHERE order_id = ?`, completed)
+	out, err = replayCmd(t, env, "--verify", "--projection", "customers")
+	want = fmt.Sprintf(`customer_orders: order %d: total_cents: live "1", rebuilt "899"`, completed)
+	if !errors.Is(err, errDifferences) || !strings.Contains(out, want+"\n") || strings.Contains(out, "verify: ") {
+		t.Errorf("verify of the customers projection: %v, output lacks %q or verified orders too:\n%s", err, want, out)
+	}
+	out, err = replayCmd(t, env, "--projection", "customers")
+	if err != nil || !strings.Contains(out, "rebuilt customers from") || strings.Contains(out, "rebuilt orders") {
+		t.Fatalf("replay of the customers projection: %v\n%s", err, out)
+	}
+	if out, err := replayCmd(t, env, "--verify"); err != nil || !strings.Contains(out, "verify customers: ") {
+		t.Errorf("verify of every projection after the rebuild: %v\n%s", err, out)
+	}
+	if _, err := replayCmd(t, env, "--projection", "nope"); err == nil || !strings.Contains(err.Error(), "orders, customers") {
+		t.Errorf("replay of an unknown projection: %v; want an error naming the known ones", err)
 	}
 }
 
@@ -186,11 +212,11 @@ func TestReplayDuringLiveLoad(t *testing.T) {
 }
 
 // TestServeRebuildsAStaleProjection deploys "new projection code": the stored version differs
-// from projections.OrdersVersion, so `orderd serve` rebuilds the table in the background
+// from orders.Version, so `orderd serve` rebuilds the table in the background
 // while it serves, and records the new version.
 func TestServeRebuildsAStaleProjection(t *testing.T) {
 	env := testenv.New(t).WithMessaging(t)
-	env.MustExec(t, `UPDATE projections SET version = ? WHERE name = 'orders'`, projections.OrdersVersion-1)
+	env.MustExec(t, `UPDATE projections SET version = ? WHERE name = 'orders'`, orders.Version-1)
 	srv := startOrderd(t, env, map[string]string{"MAIL_FROM": "orders@" + env.ID + ".example"})
 	waitFor(t, 30*time.Second, "the stale projection to be rebuilt", func() (bool, string) {
 		var v int
@@ -198,7 +224,7 @@ func TestServeRebuildsAStaleProjection(t *testing.T) {
 		if err := env.DB.QueryRow(`SELECT version, rebuilt_at FROM projections WHERE name = 'orders'`).Scan(&v, &rebuilt); err != nil {
 			return false, err.Error()
 		}
-		return v == projections.OrdersVersion && rebuilt.Valid, fmt.Sprintf("version %d, rebuilt at %v", v, rebuilt)
+		return v == orders.Version && rebuilt.Valid, fmt.Sprintf("version %d, rebuilt at %v", v, rebuilt)
 	})
 	// And it still serves: an order placed afterwards completes in the new table.
 	code, body := postJSON(t, srv.URL+"/place-order", `{"customerName":"After rebuild"}`)

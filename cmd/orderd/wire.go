@@ -37,6 +37,7 @@ import (
 	"orderd/pipeline"
 	"orderd/projections"
 	"orderd/projections/customers"
+	"orderd/projections/orders"
 	"orderd/queues"
 	"orderd/router"
 	"orderd/tracing"
@@ -229,7 +230,13 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 		}
 	}
 	if cfg.runs(componentCustomers) {
-		if s.customers, err = feed.NewConsumer(s.db, customers.Apply, log, feed.ConsumerConfig{Topic: customers.Topic.Name}); err != nil {
+		deadLog, err := deadletter.NewLog(s.db)
+		if err != nil {
+			return nil, err
+		}
+		if s.customers, err = feed.NewConsumer(s.db, customers.Apply, log, feed.ConsumerConfig{
+			Topic: customers.Topic.Name, Reject: feedRejections(deadLog),
+		}); err != nil {
 			return nil, err
 		}
 	}
@@ -307,13 +314,28 @@ func newCleaner(cfg config, db *sql.DB, store *eventstore.Store, sweeper *outbox
 	)
 }
 
+// registry lists the projections `orderd replay`, `--verify` and the version-triggered
+// rebuild go through, in the order they run.
+func registry() projections.Registry {
+	return projections.Registry{projections.Orders{}, customers.Projection{}}
+}
+
+// feedRejections records the feed's undecodable events as dead letters, attached to no
+// order: the order's pipeline is not held up by a read model's refusal.
+func feedRejections(lg *deadletter.Log) func(context.Context, eventstore.Tx, feed.Rejection) error {
+	return func(ctx context.Context, tx eventstore.Tx, r feed.Rejection) error {
+		return lg.RecordIn(ctx, tx, deadletter.Letter{Queue: "feed " + r.Topic, EventID: r.EventID, EventType: r.EventType,
+			Reason: "cannot be decoded: " + r.Reason, DeadAt: time.Now().UTC()})
+	}
+}
+
 // metricsState is what /metrics reads when it is scraped, each part from its table's owner.
 func metricsState(db *sql.DB, dlq metrics.QueueDepths) (metrics.State, error) {
-	reader, err := projections.NewReader(db)
+	reader, err := orders.NewReader(db)
 	if err != nil {
 		return metrics.State{}, err
 	}
-	counter, err := projections.NewStatusCounter(db, 0)
+	counter, err := orders.NewStatusCounter(db, 0)
 	if err != nil {
 		return metrics.State{}, err
 	}
@@ -345,7 +367,7 @@ func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *
 	if err != nil {
 		return err
 	}
-	reader, err := projections.NewReader(s.db)
+	reader, err := orders.NewReader(s.db)
 	if err != nil {
 		return err
 	}
@@ -412,18 +434,20 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	errc := make(chan error, 3)
 	var wg sync.WaitGroup
 	if cfg.RebuildOnVersionChange {
-		// A deploy whose projection code changed its version rebuilds the table while serving.
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rebuilt, err := projections.RebuildIfStale(runCtx, s.db, nil)
-			switch {
-			case err != nil && !errors.Is(err, context.Canceled):
-				log.Error("rebuild of the orders projection failed", "error", err)
-			case rebuilt:
-				log.Info("orders projection rebuilt for its new version", "version", projections.OrdersVersion)
-			}
-		}()
+		// A deploy whose projection code changed its version rebuilds its tables while serving.
+		for _, p := range registry() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rebuilt, err := projections.RebuildIfStale(runCtx, s.db, p, nil)
+				switch {
+				case err != nil && !errors.Is(err, context.Canceled):
+					log.Error("rebuild of a projection failed", "projection", p.Name(), "error", err)
+				case rebuilt:
+					log.Info("projection rebuilt for its new version", "projection", p.Name(), "version", p.Version())
+				}
+			}()
+		}
 	}
 	if s.relay != nil {
 		wg.Add(1)

@@ -8,6 +8,10 @@
 // no work to placing an order. Each row is the domain's own fold of the order's stream, read
 // from the log when the row is behind; a row is written only for a newer stream version, so a
 // message handled twice, or late, changes nothing.
+//
+// Projection makes it one of the registered projections: `orderd replay` rebuilds it into
+// shadow tables and swaps them in while the consumers run (rebuild.go), `--verify` compares
+// it with a fold of the log (verify.go), and a change of Version rebuilds it on deploy.
 package customers
 
 import (
@@ -22,6 +26,7 @@ import (
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/feed"
+	"orderd/projections"
 )
 
 // Topic is the feed this projection consumes. It skips the events that change neither an
@@ -30,6 +35,17 @@ import (
 var Topic = feed.Topic{Name: "customers", Skip: []string{
 	domain.TypePaymentCompleted, domain.TypeInventoryReserved, domain.TypeInventoryReservationFailed,
 }}
+
+// tables names the projection's two tables: the live ones, or a rebuild's.
+type tables struct{ orders, customers string }
+
+var (
+	ordersTable    = projections.ShadowOf("customer_orders")
+	customersTable = projections.ShadowOf("customers")
+
+	live    = tables{orders: ordersTable.Live, customers: customersTable.Live}
+	rebuilt = tables{orders: ordersTable.New, customers: customersTable.New}
+)
 
 // order is an order's row of customer_orders; the zero value is no row.
 type order struct {
@@ -61,11 +77,22 @@ func rowOf(o *domain.Order) order {
 }
 
 // Apply is the feed.Handler that brings the orders of recs up to at least their versions in
-// recs. It locks their rows (in id order, as every consumer does), folds the orders that are
-// behind (from the event alone when it opens its stream, else their streams as committed now,
-// read from the log in one query), and writes the rows and the change to each customer's
-// totals: at most five statements for the batch.
+// recs. It first takes the projection's consumer lock in share mode (see lockConsumers:
+// a rebuild's swap takes it exclusively), then applies recs to the live tables.
 func Apply(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) error {
+	if err := lockShared(ctx, tx); err != nil {
+		return err
+	}
+	return live.apply(ctx, tx, recs)
+}
+
+// apply brings the orders of recs up to at least their versions in recs, in t's tables. It
+// locks their rows (in id order, as every consumer does), folds the orders that are behind
+// (from the event alone when it opens its stream, else their streams as committed now, read
+// from the log in one query), and writes the rows and the change to each customer's totals:
+// at most five statements for the batch. A record without an event (a rebuild's catch-up
+// names only the stream and version) always folds its stream from the log.
+func (t tables) apply(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) error {
 	latest := map[domain.OrderID]eventstore.Record{} // each order's newest event in recs
 	var ids []domain.OrderID
 	for _, r := range recs {
@@ -78,7 +105,7 @@ func Apply(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) erro
 		}
 	}
 	slices.Sort(ids)
-	prev, err := lock(ctx, tx, ids)
+	prev, err := t.lock(ctx, tx, ids)
 	if err != nil {
 		return err
 	}
@@ -87,7 +114,7 @@ func Apply(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) erro
 	for _, id := range ids {
 		switch r, p := latest[id], prev[id]; {
 		case p.version >= r.Version:
-		case p.version == 0 && r.Version == 1:
+		case p.version == 0 && r.Version == 1 && r.Event != nil:
 			next[id] = rowOf(domain.Rehydrate(id, []domain.Event{r.Event}))
 		default:
 			behind = append(behind, id)
@@ -101,17 +128,17 @@ func Apply(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) erro
 			return fmt.Errorf("customers: order %d: the log has version %d, the feed %d", id, next[id].version, latest[id].Version)
 		}
 	}
-	return write(ctx, tx, ids, prev, next)
+	return t.write(ctx, tx, ids, prev, next)
 }
 
 // lock returns the rows of ids, locked; an order without one is missing from the map.
-func lock(ctx context.Context, tx eventstore.Tx, ids []domain.OrderID) (map[domain.OrderID]order, error) {
+func (t tables) lock(ctx context.Context, tx eventstore.Tx, ids []domain.OrderID) (map[domain.OrderID]order, error) {
 	args := make([]any, len(ids))
 	for i, id := range ids {
 		args[i] = id
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT order_id, customer_name, customer_email, order_status, total_cents, version
-		FROM customer_orders WHERE order_id IN (`+placeholders(len(ids))+`) ORDER BY order_id FOR UPDATE`, args...)
+		FROM `+t.orders+` WHERE order_id IN (`+placeholders(len(ids))+`) ORDER BY order_id FOR UPDATE`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("customers: lock orders: %w", err)
 	}
@@ -163,7 +190,7 @@ func fold(ctx context.Context, tx eventstore.Tx, ids []domain.OrderID, next map[
 // customers' totals, in one statement each for new rows, changed rows and customers. New
 // rows are inserted, not upserted: a consumer that raced this one to the same new order
 // fails on the key instead of counting the order twice.
-func write(ctx context.Context, tx eventstore.Tx, ids []domain.OrderID, prev, next map[domain.OrderID]order) error {
+func (t tables) write(ctx context.Context, tx eventstore.Tx, ids []domain.OrderID, prev, next map[domain.OrderID]order) error {
 	var ins, upd []any
 	type key struct{ name, email string }
 	deltas := map[key]contribution{}
@@ -192,7 +219,7 @@ func write(ctx context.Context, tx eventstore.Tx, ids []domain.OrderID, prev, ne
 		deltas[k] = contribution{placed: d.placed + nc.placed - pc.placed, completed: d.completed + nc.completed - pc.completed,
 			completedCents: d.completedCents + nc.completedCents - pc.completedCents}
 	}
-	const cols = `INSERT INTO customer_orders (order_id, customer_name, customer_email, order_status, total_cents, version) VALUES `
+	cols := `INSERT INTO ` + t.orders + ` (order_id, customer_name, customer_email, order_status, total_cents, version) VALUES `
 	if len(ins) > 0 {
 		if _, err := tx.ExecContext(ctx, cols+rowsOf(6, len(ins)/6), ins...); err != nil {
 			return fmt.Errorf("customers: insert orders: %w", err)
@@ -215,7 +242,7 @@ func write(ctx context.Context, tx eventstore.Tx, ids []domain.OrderID, prev, ne
 	if len(args) == 0 {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO customers (customer_name, customer_email, orders_placed, orders_completed, completed_cents)
+	_, err := tx.ExecContext(ctx, `INSERT INTO `+t.customers+` (customer_name, customer_email, orders_placed, orders_completed, completed_cents)
 		VALUES `+rowsOf(5, len(args)/5)+` ON DUPLICATE KEY UPDATE orders_placed = orders_placed + VALUES(orders_placed),
 		orders_completed = orders_completed + VALUES(orders_completed), completed_cents = completed_cents + VALUES(completed_cents)`, args...)
 	if err != nil {

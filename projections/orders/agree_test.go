@@ -1,4 +1,4 @@
-package projections_test
+package orders_test
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 
 	"orderd/domain"
 	"orderd/eventstore"
-	"orderd/projections"
+	"orderd/projections/orders"
 )
 
 // TestOrderRowAgreesWithTheDomain: the orders state machine is written twice, in the domain's
@@ -51,7 +51,7 @@ func TestOrderRowAgreesWithTheDomain(t *testing.T) {
 		for i, e := range history {
 			recs[i] = eventstore.Record{Position: int64(i + 1), StreamID: id, Version: i + 1, Type: e.EventType(), Event: e}
 		}
-		row := projections.FoldOrder(recs)
+		row := orders.FoldOrder(recs)
 		got := []any{row.OrderStatus, row.PaymentStatus, row.InventoryStatus, row.EmailSent, row.EmailFailed, row.Version,
 			row.CustomerName, row.CustomerEmail, row.TotalCents}
 		want := []any{o.Status(), o.PaymentStatus(), o.InventoryStatus(), o.EmailSent(), o.EmailFailed(), o.Version(),

@@ -1,4 +1,4 @@
-package projections
+package orders
 
 import (
 	"context"
@@ -41,13 +41,13 @@ func (rd *Reader) Page(ctx context.Context, status string, before domain.OrderID
 	if before <= 0 {
 		before = math.MaxInt32 // order_id is an INT
 	}
-	query, args := `SELECT `+orderColumns+` FROM orders WHERE order_id < ? ORDER BY order_id DESC LIMIT ?`, []any{before, limit}
+	query, args := `SELECT `+Columns+` FROM orders WHERE order_id < ? ORDER BY order_id DESC LIMIT ?`, []any{before, limit}
 	if status != "" {
 		lo, hi, err := statusRange(status, before)
 		if err != nil {
 			return nil, err
 		}
-		query = `SELECT ` + orderColumns + ` FROM orders WHERE status_order BETWEEN ? AND ? ORDER BY status_order DESC LIMIT ?`
+		query = `SELECT ` + Columns + ` FROM orders WHERE status_order BETWEEN ? AND ? ORDER BY status_order DESC LIMIT ?`
 		args = []any{lo, hi, limit}
 	}
 	rows, err := rd.db.QueryContext(ctx, query, args...)
@@ -87,27 +87,30 @@ func (l Lag) EventsBehind() int64 {
 	return max(0, l.LogPosition-*l.Projected)
 }
 
-// Lag reads the newest event and its order's row, both by key.
+// Lag reads the newest event (from the log's owner) and its order's row, both by key.
 func (rd *Reader) Lag(ctx context.Context) (_ Lag, err error) {
 	defer eventstore.Classify(&err)
-	var l Lag
-	var occurred time.Time
-	var projected sql.NullInt64
-	var updated sql.NullTime
-	err = rd.db.QueryRowContext(ctx, `SELECT e.position, e.occurred_at, o.last_position, o.updated_at FROM events e
-		LEFT JOIN orders o ON o.order_id = e.stream_id ORDER BY e.position DESC LIMIT 1`).Scan(&l.LogPosition, &occurred, &projected, &updated)
-	if errors.Is(err, sql.ErrNoRows) {
+	newest, err := eventstore.ReadNewest(ctx, rd.db)
+	if err != nil {
+		return Lag{}, fmt.Errorf("read projection lag: %w", err)
+	}
+	l := Lag{LogPosition: newest.Position}
+	if newest.Position == 0 {
 		l.Projected = new(int64)
+		return l, nil
+	}
+	var projected int64
+	var updated time.Time
+	err = rd.db.QueryRowContext(ctx, `SELECT last_position, updated_at FROM orders WHERE order_id = ?`, newest.StreamID).Scan(&projected, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
 		return l, nil
 	}
 	if err != nil {
 		return Lag{}, fmt.Errorf("read projection lag: %w", err)
 	}
-	if projected.Valid {
-		l.Projected = &projected.Int64
-		if projected.Int64 < l.LogPosition && updated.Valid {
-			l.Seconds = max(0, occurred.Sub(updated.Time).Seconds())
-		}
+	l.Projected = &projected
+	if projected < l.LogPosition {
+		l.Seconds = max(0, newest.OccurredAt.Sub(updated).Seconds())
 	}
 	return l, nil
 }
