@@ -97,7 +97,7 @@ type sqsTest struct {
 func newSQSTest(t testing.TB) *sqsTest {
 	t.Helper()
 	g := testenv.StartGoaws(t)
-	cfg := Config{Endpoint: g.URL, Region: "us-east-1"}
+	cfg := Config{Endpoint: g.URL, Emulator: Goaws, Region: "us-east-1"}
 	awsCfg, err := AWSConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
