@@ -207,16 +207,15 @@ func (s *BatchSubscriber) isClosed() bool {
 
 // Close implements message.Subscriber: it stops receiving, ends the contexts of the messages
 // handed out, waits up to CloseTimeout for them to be acked or nacked, deletes the acked ones
-// and closes the channels. Calling it again does nothing.
+// and closes the channels. Calling it again waits for the same.
 func (s *BatchSubscriber) Close() error {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
+	if !s.closed {
+		s.closed = true
+		close(s.closing)
 	}
-	s.closed = true
-	close(s.closing)
 	s.mu.Unlock()
+	// No Subscribe adds to subs once closed is set, so every call may wait.
 	s.subs.Wait()
 	return nil
 }
