@@ -287,7 +287,11 @@ func TestBatchSubscriberContract(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.publish(q, 1)
-			sub := s.subscriber(queues.BatchSubscriberConfig{})
+			// NackDelay 20 s: a nack while stopping must ignore it. Visibility 2 s: a receive
+			// the stop abandoned may still take the message once it is visible again
+			// (local-aws-sqs keeps polling for a request whose client has gone), and it
+			// comes back after 2 s rather than the queue's 30 s.
+			sub := s.subscriber(queues.BatchSubscriberConfig{NackDelay: 20 * time.Second, Visibility: 2 * time.Second})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			ch, err := sub.Subscribe(ctx, q)
@@ -306,8 +310,8 @@ func TestBatchSubscriberContract(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("channel not closed after the subscription's context ended")
 			}
-			// Nacked while stopping: visible at once for the next subscription, although the
-			// queue's visibility timeout is 30 s.
+			// Nacked while stopping: visible at once for the next subscription, although
+			// NackDelay is 20 s and the queue's visibility timeout 30 s.
 			ch2, err := sub.Subscribe(context.Background(), q)
 			if err != nil {
 				t.Fatal(err)
