@@ -393,3 +393,20 @@ func (i initializingSubscriber) SubscribeInitialize(topic string) error {
 	_, err := i.s.queue(topic)
 	return err
 }
+
+func TestParseEmulator(t *testing.T) {
+	for in, want := range map[string]queues.Emulator{"": queues.NoEmulator, "none": queues.NoEmulator, "goaws": queues.Goaws} {
+		if got, err := queues.ParseEmulator(in); err != nil || got != want {
+			t.Errorf("ParseEmulator(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"localstack", "GOAWS", "local-aws-sqs"} {
+		if _, err := queues.ParseEmulator(in); err == nil {
+			t.Errorf("ParseEmulator(%q) accepted", in)
+		}
+	}
+	// An emulator needs its endpoint: with none the SDK would go to AWS.
+	if _, err := queues.AWSConfig(context.Background(), queues.Config{Emulator: queues.Goaws, Region: "us-east-1"}); err == nil {
+		t.Error("AWSConfig accepted Emulator goaws without an endpoint")
+	}
+}
