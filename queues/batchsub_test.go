@@ -188,6 +188,7 @@ func (e *sqsTest) waitEmpty(url string, within time.Duration) {
 
 func (e *sqsTest) subscriber(cfg BatchSubscriberConfig) *BatchSubscriber {
 	e.t.Helper()
+	cfg.Emulator = e.cfg.Emulator // goaws: its receive stagger, as orderd runs on it
 	sub, err := NewBatchSubscriber(e.client, cfg, e.log)
 	if err != nil {
 		e.t.Fatal(err)

@@ -163,8 +163,9 @@ func create(ctx context.Context, client *sqs.Client, name string, attrs map[stri
 }
 
 // NewPublisher returns a Watermill publisher whose topics are queue names. Queues are never
-// created on publish: Ensure made them, and goaws answers a missing queue in a way
-// watermill-aws cannot handle.
+// created on publish: Ensure made them with their dead-letter queue and attributes, which a
+// queue made on publish would lack (and goaws answers a missing queue in a way watermill-aws
+// cannot handle).
 func NewPublisher(awsCfg aws.Config, c Config, log *slog.Logger) (*wsqs.Publisher, error) {
 	pub, err := wsqs.NewPublisher(wsqs.PublisherConfig{
 		AWSConfig:                   awsCfg,
