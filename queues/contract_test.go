@@ -25,7 +25,6 @@ import (
 // sqsOn is one SQS implementation the contract tests run on: the shared goaws (with its
 // workarounds, Emulator goaws) or local-aws-sqs (none), with a queue prefix of the test's own.
 type sqsOn struct {
-	t      testing.TB
 	cfg    queues.Config
 	client *sqs.Client
 	prefix string
@@ -46,7 +45,7 @@ func newSQSOn(t *testing.T, impl testenv.SQS) *sqsOn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sqsOn{t: t, cfg: cfg, client: queues.NewClient(awsCfg, cfg), prefix: "t" + testenv.ID() + "-", made: map[string]string{}}
+	s := &sqsOn{cfg: cfg, client: queues.NewClient(awsCfg, cfg), prefix: "t" + testenv.ID() + "-", made: map[string]string{}}
 	t.Cleanup(func() {
 		for _, url := range s.made {
 			s.client.DeleteQueue(context.Background(), &sqs.DeleteQueueInput{QueueUrl: aws.String(url)}) //nolint:errcheck // best effort
@@ -74,41 +73,41 @@ func (s *sqsOn) queue(name string) (string, error) {
 	return aws.ToString(out.QueueUrl), nil
 }
 
-func (s *sqsOn) subscriber(cfg queues.BatchSubscriberConfig) *queues.BatchSubscriber {
-	s.t.Helper()
+func (s *sqsOn) subscriber(t *testing.T, cfg queues.BatchSubscriberConfig) *queues.BatchSubscriber {
+	t.Helper()
 	cfg.Emulator, cfg.WaitTime = s.cfg.Emulator, shortPoll
-	sub, err := queues.NewBatchSubscriber(s.client, cfg, slog.New(slog.NewTextHandler(testLog{s.t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	sub, err := queues.NewBatchSubscriber(s.client, cfg, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
-	s.t.Cleanup(func() { sub.Close() })
+	t.Cleanup(func() { sub.Close() })
 	return sub
 }
 
-func (s *sqsOn) publish(queue string, n int) {
-	s.t.Helper()
+func (s *sqsOn) publish(t *testing.T, queue string, n int) {
+	t.Helper()
 	pub, err := queues.NewBatchPublisher(s.client)
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	var msgs []*message.Message
 	for i := range n {
 		msgs = append(msgs, message.NewMessage(strconv.Itoa(i), []byte("{}")))
 	}
 	if err := pub.Publish(queue, msgs...); err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 }
 
 // waitDeleted waits until the queue holds no message, visible or hidden.
-func (s *sqsOn) waitDeleted(url string, within time.Duration) {
-	s.t.Helper()
+func (s *sqsOn) waitDeleted(t *testing.T, url string, within time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		out, err := s.client.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{QueueUrl: aws.String(url),
 			AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameApproximateNumberOfMessages, types.QueueAttributeNameApproximateNumberOfMessagesNotVisible}})
 		if err != nil {
-			s.t.Fatal(err)
+			t.Fatal(err)
 		}
 		visible := out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessages)]
 		hidden := out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessagesNotVisible)]
@@ -116,7 +115,7 @@ func (s *sqsOn) waitDeleted(url string, within time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("queue still holds messages after %s: %s visible, %s hidden", within, visible, hidden)
+			t.Fatalf("queue still holds messages after %s: %s visible, %s hidden", within, visible, hidden)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -193,8 +192,8 @@ func TestBatchSubscriberContract(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.publish(q, 5)
-			ch, err := s.subscriber(queues.BatchSubscriberConfig{}).Subscribe(context.Background(), q)
+			s.publish(t, q, 5)
+			ch, err := s.subscriber(t, queues.BatchSubscriberConfig{}).Subscribe(context.Background(), q)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -213,7 +212,7 @@ func TestBatchSubscriberContract(t *testing.T) {
 				m.Ack()
 				waitDone(t, m.Context(), "after Ack", time.Second)
 			}
-			s.waitDeleted(url, 5*time.Second)
+			s.waitDeleted(t, url, 5*time.Second)
 			select {
 			case m := <-ch:
 				t.Fatalf("message %s delivered again after every message was acked and deleted", m.UUID)
@@ -228,8 +227,8 @@ func TestBatchSubscriberContract(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.publish(q, 3)
-			sub := s.subscriber(queues.BatchSubscriberConfig{Receivers: 3})
+			s.publish(t, q, 3)
+			sub := s.subscriber(t, queues.BatchSubscriberConfig{Receivers: 3})
 			ch, err := sub.Subscribe(context.Background(), q)
 			if err != nil {
 				t.Fatal(err)
@@ -263,7 +262,7 @@ func TestBatchSubscriberContract(t *testing.T) {
 			if _, ok := <-ch; ok {
 				t.Fatal("channel still open after Close")
 			}
-			s.waitDeleted(url, 5*time.Second)
+			s.waitDeleted(t, url, 5*time.Second)
 			if err := sub.Close(); err != nil {
 				t.Fatalf("second Close: %v", err)
 			}
@@ -286,12 +285,12 @@ func TestBatchSubscriberContract(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.publish(q, 1)
+			s.publish(t, q, 1)
 			// NackDelay 20 s: a nack while stopping must ignore it. Visibility 2 s: a receive
 			// the stop abandoned may still take the message once it is visible again
 			// (local-aws-sqs keeps polling for a request whose client has gone), and it
 			// comes back after 2 s rather than the queue's 30 s.
-			sub := s.subscriber(queues.BatchSubscriberConfig{NackDelay: 20 * time.Second, Visibility: 2 * time.Second})
+			sub := s.subscriber(t, queues.BatchSubscriberConfig{NackDelay: 20 * time.Second, Visibility: 2 * time.Second})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			ch, err := sub.Subscribe(ctx, q)
@@ -321,7 +320,7 @@ func TestBatchSubscriberContract(t *testing.T) {
 				t.Fatalf("got %s, want %s again", again.UUID, m.UUID)
 			}
 			again.Ack()
-			s.waitDeleted(url, 5*time.Second)
+			s.waitDeleted(t, url, 5*time.Second)
 		})
 	})
 }
