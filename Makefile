@@ -31,6 +31,10 @@ export SQS_PORT SQS2_PORT SMTP_PORT MAILPIT_HTTP_PORT
 # orderd configuration for `make run` / `make bench` (see .env.example for every key).
 MYSQL_DSN    ?= root@tcp(127.0.0.1:3306)/orderd
 SQS_ENDPOINT ?= http://127.0.0.1:$(SQS_PORT)
+# The emulator at SQS_ENDPOINT whose departures from SQS orderd works around (queues.Emulator):
+# goaws by default, none with SQS_ENDPOINT empty (real AWS). Set SQS_EMULATOR=none when
+# SQS_ENDPOINT is an implementation that follows SQS, e.g. SQS_ENDPOINT=$(SQS2_ENDPOINT).
+SQS_EMULATOR ?= $(if $(SQS_ENDPOINT),goaws,none)
 AWS_REGION   ?= us-east-1
 SMTP_ADDR    ?= 127.0.0.1:$(SMTP_PORT)
 HTTP_ADDR    ?= 127.0.0.1:8080
@@ -46,11 +50,11 @@ SQS2_ENDPOINT  ?= http://127.0.0.1:$(SQS2_PORT)
 AWS_DUMMY_CREDS = $(if $(SQS_ENDPOINT),AWS_ACCESS_KEY_ID=dummy AWS_SECRET_ACCESS_KEY=dummy)
 
 # Environment for orderd itself. Values are single-quoted: the DSN contains parentheses.
-ORDERD_ENV = MYSQL_DSN='$(MYSQL_DSN)' SQS_ENDPOINT='$(SQS_ENDPOINT)' AWS_REGION='$(AWS_REGION)' \
+ORDERD_ENV = MYSQL_DSN='$(MYSQL_DSN)' SQS_ENDPOINT='$(SQS_ENDPOINT)' SQS_EMULATOR='$(SQS_EMULATOR)' AWS_REGION='$(AWS_REGION)' \
 	SMTP_ADDR='$(SMTP_ADDR)' HTTP_ADDR='$(HTTP_ADDR)' $(AWS_DUMMY_CREDS)
 
 # Environment for the tests.
-TEST_ENV = TEST_MYSQL_DSN='$(TEST_MYSQL_DSN)' SQS_ENDPOINT='$(SQS_ENDPOINT)' SQS2_ENDPOINT='$(SQS2_ENDPOINT)' AWS_REGION='$(AWS_REGION)' \
+TEST_ENV = TEST_MYSQL_DSN='$(TEST_MYSQL_DSN)' SQS_ENDPOINT='$(SQS_ENDPOINT)' SQS_EMULATOR='$(SQS_EMULATOR)' SQS2_ENDPOINT='$(SQS2_ENDPOINT)' AWS_REGION='$(AWS_REGION)' \
 	SMTP_ADDR='$(SMTP_ADDR)' MAILPIT_URL='$(MAILPIT_URL)' $(AWS_DUMMY_CREDS)
 
 .PHONY: build services status down run test bench fmt vet clean

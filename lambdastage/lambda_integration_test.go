@@ -53,7 +53,7 @@ func newRig(t *testing.T) *rig {
 	}
 	r := &rig{env: env, urls: map[string]string{}, fns: map[string]*lambdastage.Function{},
 		mail: mailpit.New(env.MailpitURL), domain: env.ID + ".example"}
-	r.qcfg = queues.Config{Endpoint: env.SQSEndpoint, Region: "us-east-1", Prefix: env.QueuePrefix,
+	r.qcfg = queues.Config{Endpoint: env.SQSEndpoint, Emulator: queues.Emulator(env.SQSEmulator), Region: "us-east-1", Prefix: env.QueuePrefix,
 		VisibilityTimeout: 30 * time.Second, MaxReceiveCount: 5}
 	awsCfg, err := queues.AWSConfig(ctx, r.qcfg)
 	if err != nil {

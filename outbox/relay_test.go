@@ -48,7 +48,8 @@ func newRigAt(t *testing.T, endpoint string, hooks ...eventstore.Hook) *rig {
 	t.Helper()
 	env := testenv.New(t)
 	ctx := ctxFor(t)
-	qcfg := queues.Config{Endpoint: endpoint, Region: "us-east-1", Prefix: env.QueuePrefix, VisibilityTimeout: 30 * time.Second, MaxReceiveCount: 5}
+	// goaws, or a strict front to it.
+	qcfg := queues.Config{Endpoint: endpoint, Emulator: queues.Goaws, Region: "us-east-1", Prefix: env.QueuePrefix, VisibilityTimeout: 30 * time.Second, MaxReceiveCount: 5}
 	awsCfg, err := queues.AWSConfig(ctx, qcfg)
 	if err != nil {
 		t.Fatal(err)

@@ -69,8 +69,9 @@ func (e *PublishError) Undelivered() (refused, failed map[int]string) { return e
 // each one it did not accept, or another error if none could be sent. A message that SQS
 // refuses never keeps the others of its batch from going through: SQS names it in the
 // batch reply, and a batch refused as a whole for what one of its messages holds is split
-// until the message is alone. Only the entries a reply lists as failed count as failed:
-// goaws enqueues every entry and lists none as successful.
+// until the message is alone. A message counts as delivered only if the reply lists it as
+// successful, as SQS lists every entry either there or as failed; an entry it lists in
+// neither counts as failed, so that sending it again errs on the side of a duplicate.
 func (p *BatchPublisher) Publish(topic string, msgs ...*message.Message) error {
 	ctx := context.Background()
 	url, err := p.url(ctx, topic)
@@ -124,16 +125,29 @@ func (p *BatchPublisher) send(ctx context.Context, url string, entries []types.S
 		}
 		return
 	}
+	inBatch := func(i int) bool {
+		return slices.ContainsFunc(entries, func(e types.SendMessageBatchRequestEntry) bool { return entryIndex(e.Id) == i })
+	}
+	listed := make(map[int]bool, len(entries))
+	for _, ok := range out.Successful {
+		listed[entryIndex(ok.Id)] = true
+	}
 	for _, f := range out.Failed {
 		i := entryIndex(f.Id)
-		if !slices.ContainsFunc(entries, func(e types.SendMessageBatchRequestEntry) bool { return entryIndex(e.Id) == i }) {
+		if !inBatch(i) {
 			continue // not an entry of this batch
 		}
+		listed[i] = true
 		reason := aws.ToString(f.Code) + ": " + aws.ToString(f.Message)
 		if f.SenderFault && contentCodes[normalizeCode(aws.ToString(f.Code))] {
 			res.Refused[i] = reason
 		} else {
 			res.Failed[i] = reason
+		}
+	}
+	for _, e := range entries {
+		if i := entryIndex(e.Id); !listed[i] {
+			res.Failed[i] = "not in SQS's reply, neither successful nor failed"
 		}
 	}
 }

@@ -161,7 +161,7 @@ func TestPublishRetriesWhatIsNotTheMessagesFault(t *testing.T) {
 		case "AmazonSQS.GetQueueUrl":
 			fmt.Fprint(w, `{"QueueUrl":"http://sqs.local/000000000000/q"}`)
 		case "AmazonSQS.SendMessageBatch":
-			fmt.Fprint(w, `{"Successful":[],"Failed":[
+			fmt.Fprint(w, `{"Successful":[{"Id":"2","MessageId":"m2","MD5OfMessageBody":"4a8a08f09d37b73795649038408b5f33"}],"Failed":[
 				{"Id":"0","SenderFault":false,"Code":"InternalError","Message":"We encountered an internal error."},
 				{"Id":"1","SenderFault":true,"Code":"KmsAccessDenied","Message":"The ciphertext refers to a customer master key that does not exist."}]}`)
 		default:
@@ -186,5 +186,42 @@ func TestPublishRetriesWhatIsNotTheMessagesFault(t *testing.T) {
 	refused, failed := pe.Undelivered()
 	if len(refused) != 0 || len(failed) != 2 || failed[0] == "" || failed[1] == "" {
 		t.Errorf("refused %v, failed %v; want messages 0 and 1 failed (to retry), none refused, 2 delivered", refused, failed)
+	}
+}
+
+// TestPublishReadsGoawsRepliesOnlyAsGoaws: goaws lists the entries it enqueued under its own
+// name, not SQS's Successful. Read as SQS's (no emulator named), none is listed, so none
+// counts as delivered; with the Goaws emulator named they all do. Against SQS or
+// local-aws-sqs no such translation runs (TestBatchSubscriberOnEachSQS publishes there).
+func TestPublishReadsGoawsRepliesOnlyAsGoaws(t *testing.T) {
+	endpoint := testenv.Require(t, "SQS_ENDPOINT")
+	if testenv.SQSEndpointEmulator() != string(queues.Goaws) {
+		t.Skip("SQS_ENDPOINT is not goaws")
+	}
+	for _, emu := range []queues.Emulator{queues.NoEmulator, queues.Goaws} {
+		cfg := queues.Config{Endpoint: endpoint, Emulator: emu, Region: "us-east-1"}
+		awsCfg, err := queues.AWSConfig(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := queues.NewClient(awsCfg, cfg)
+		name := "t" + testenv.ID() + "-goawsreply"
+		out, err := client.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String(name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.DeleteQueue(context.Background(), &sqs.DeleteQueueInput{QueueUrl: out.QueueUrl}) })
+		pub, err := queues.NewBatchPublisher(client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = pub.Publish(name, message.NewMessage("a", []byte("a")), message.NewMessage("b", []byte("b")))
+		var pe *queues.PublishError
+		switch {
+		case emu == queues.Goaws && err != nil:
+			t.Errorf("as goaws: Publish = %v, want both delivered", err)
+		case emu == queues.NoEmulator && (!errors.As(err, &pe) || len(pe.Failed) != 2):
+			t.Errorf("as SQS: Publish = %v, want both failed: goaws's reply lists neither as successful", err)
+		}
 	}
 }

@@ -28,9 +28,6 @@ const deleteHold = 100 * time.Millisecond
 // could not decode, so that one bad message no longer hides nine good ones with it.
 const singleAfterBadBatch = time.Minute
 
-// goawsPollInterval is how often goaws looks for messages during a long poll.
-const goawsPollInterval = 100 * time.Millisecond
-
 // BatchSubscriberConfig tunes a BatchSubscriber. Zero values take the defaults.
 type BatchSubscriberConfig struct {
 	// MaxMessages is how many messages one ReceiveMessage asks for, 1 to 10 (SQS's limit).
@@ -39,9 +36,8 @@ type BatchSubscriberConfig struct {
 	// WaitTime is the long-poll wait of one ReceiveMessage, at most 20 s. Default 10 s.
 	// Close does not wait for it: it cancels the receives in flight.
 	WaitTime time.Duration
-	// Receivers is how many receive loops each subscription runs. goaws looks for messages
-	// every 100 ms per waiting receive, so a second receiver shortens the wait of a message
-	// that arrives on an idle queue. Default 2.
+	// Receivers is how many receive loops each subscription runs: while one receiver's
+	// batch is handled, another is already waiting for the next. Default 2.
 	Receivers int
 	// MaxInFlight bounds the messages of one subscription handed out and not yet acked or
 	// nacked, that is the handlers running at once on its queue. A receiver asks for a batch
@@ -52,7 +48,9 @@ type BatchSubscriberConfig struct {
 	// and a backlog then takes them from placement.
 	MaxInFlight int
 	// NackDelay is the visibility timeout a nacked message gets, whole seconds. Default 0:
-	// it can be received again at once.
+	// it can be received again at once. A message nacked once its subscription is stopping
+	// comes back at once whatever NackDelay says: its handler was most likely cancelled by
+	// the stop, not failed by the message.
 	NackDelay time.Duration
 	// Visibility, when set (whole seconds), is the visibility timeout each receive asks for
 	// instead of the queue's, and a message still being handled is kept hidden by extending
@@ -67,6 +65,9 @@ type BatchSubscriberConfig struct {
 	CloseTimeout time.Duration
 	// RetryDelay is the pause after a failed ReceiveMessage. Default 1 s.
 	RetryDelay time.Duration
+	// Emulator names the SQS emulator the client talks to, whose departures from SQS the
+	// subscriber works around (see Emulator); empty for SQS and implementations that follow it.
+	Emulator Emulator
 }
 
 func (c BatchSubscriberConfig) withDefaults() BatchSubscriberConfig {
@@ -120,6 +121,12 @@ func (c BatchSubscriberConfig) Validate() error {
 // Watermill router, which runs each message in a goroutine of its own, handles them
 // concurrently; MaxInFlight bounds how many. Messages are decoded as watermill-aws decodes
 // them. Delivery is at least once: a message can arrive twice.
+//
+// It keeps Watermill's message.Subscriber contract: Ack deletes the message (batched), Nack
+// makes it visible again (after NackDelay), a message's context ends when it is acked or
+// nacked, when the subscription's context ends and when Close begins; Close stops every
+// receive, waits for the messages handed out, closes the channels, and may be called twice;
+// Subscribe after Close fails.
 type BatchSubscriber struct {
 	client *sqs.Client
 	cfg    BatchSubscriberConfig
@@ -146,6 +153,9 @@ func NewBatchSubscriber(client *sqs.Client, cfg BatchSubscriberConfig, log *slog
 // Subscribe implements message.Subscriber: it receives from the queue named topic until ctx
 // ends or the subscriber closes, then closes the channel. It never creates the queue.
 func (s *BatchSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if s.isClosed() {
+		return nil, errClosed
+	}
 	// Looked up once per subscription, which keeps it for all its calls.
 	found, err := s.client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(topic)})
 	if err != nil {
@@ -155,26 +165,24 @@ func (s *BatchSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, errors.New("queues: subscriber closed")
+		return nil, errClosed
 	}
-	// Messages carry ctx until the subscription has ended, so that handlers running while
-	// Close waits for them are not cancelled; receives stop as soon as Close begins.
-	msgCtx, endMessages := context.WithCancel(ctx)
-	recvCtx, stopReceiving := context.WithCancel(msgCtx)
+	// The subscription stops, receives and messages' contexts alike, when ctx ends or Close
+	// begins; Close then waits for the messages handed out to be acked or nacked.
+	stopCtx, stop := context.WithCancel(ctx)
 	go func() {
 		select {
 		case <-s.closing:
-		case <-recvCtx.Done():
+		case <-stopCtx.Done():
 		}
-		stopReceiving()
+		stop()
 	}()
 	sub := &subscription{
 		BatchSubscriber: s,
 		queue:           topic,
 		queueURL:        url,
-		started:         time.Now(),
 		out:             make(chan *message.Message),
-		msgCtx:          msgCtx,
+		stopCtx:         stopCtx,
 		slots:           semaphore.NewWeighted(int64(s.cfg.MaxInFlight)),
 		abandon:         make(chan struct{}),
 		del: &deleter{client: s.client, url: url, log: s.log.With("queue", topic),
@@ -183,23 +191,31 @@ func (s *BatchSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	s.subs.Add(1)
 	go func() {
 		defer s.subs.Done()
-		sub.run(recvCtx)
-		endMessages()
+		sub.run()
+		stop()
 	}()
 	return sub.out, nil
 }
 
-// Close implements message.Subscriber: it stops receiving, waits up to CloseTimeout for the
-// messages handed out to be acked or nacked, deletes the acked ones and closes the channels.
+var errClosed = errors.New("queues: subscriber closed")
+
+func (s *BatchSubscriber) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Close implements message.Subscriber: it stops receiving, ends the contexts of the messages
+// handed out, waits up to CloseTimeout for them to be acked or nacked, deletes the acked ones
+// and closes the channels. Calling it again waits for the same.
 func (s *BatchSubscriber) Close() error {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
+	if !s.closed {
+		s.closed = true
+		close(s.closing)
 	}
-	s.closed = true
-	close(s.closing)
 	s.mu.Unlock()
+	// No Subscribe adds to subs once closed is set, so every call may wait.
 	s.subs.Wait()
 	return nil
 }
@@ -210,32 +226,23 @@ type subscription struct {
 	*BatchSubscriber
 	queue    string
 	queueURL string
-	started  time.Time
 	out      chan *message.Message
-	msgCtx   context.Context
+	stopCtx  context.Context     // ends when the subscription stops: its receives and its messages' contexts
 	slots    *semaphore.Weighted // one per message handed out and not yet acked or nacked
 	waiting  sync.WaitGroup      // one per message handed out, until ack, nack or abandon
 	abandon  chan struct{}       // closed when Close has waited CloseTimeout
 	del      *deleter
 }
 
-// run runs the receivers until recvCtx ends, then waits for the messages handed out, has
-// the acked ones deleted and closes the output.
-func (s *subscription) run(recvCtx context.Context) {
+// run runs the receivers until the subscription stops, then waits for the messages handed
+// out, has the acked ones deleted and closes the output.
+func (s *subscription) run() {
 	flushed := make(chan struct{})
 	go func() { s.del.run(); close(flushed) }()
 	var receivers sync.WaitGroup
+	stagger := s.cfg.Emulator.stagger(s.cfg.Receivers)
 	for i := range s.cfg.Receivers {
-		slot := goawsPollInterval * time.Duration(i) / time.Duration(s.cfg.Receivers)
-		receivers.Go(func() {
-			// Start in the slot too, not all at once.
-			select {
-			case <-recvCtx.Done():
-				return
-			case <-time.After(slot):
-			}
-			s.receive(recvCtx, slot)
-		})
+		receivers.Go(func() { s.receive(s.stopCtx, i, stagger) })
 	}
 	receivers.Wait()
 
@@ -254,7 +261,11 @@ func (s *subscription) run(recvCtx context.Context) {
 }
 
 // receive is one receive loop: reserve a batch's worth of slots, long-poll, hand out.
-func (s *subscription) receive(ctx context.Context, slot time.Duration) {
+// stagger, nil but against goaws, spaces the receivers out over its poll tick.
+func (s *subscription) receive(ctx context.Context, receiver int, stagger *receiveStagger) {
+	if stagger != nil && !stagger.first(ctx, receiver) {
+		return
+	}
 	var singleUntil time.Time
 	for {
 		n := s.cfg.MaxMessages
@@ -291,30 +302,12 @@ func (s *subscription) receive(ctx context.Context, slot time.Duration) {
 		}
 		s.slots.Release(int64(int(n) - len(out.Messages)))
 		s.handOut(ctx, out.Messages)
-		if s.cfg.Receivers > 1 && len(out.Messages) < int(n) {
-			// The queue is empty for now. goaws looks for messages every 100 ms from the
-			// start of each receive, so receivers that start again together look at the
-			// same instants and the second one shortens no wait; and they do start again
-			// together: the one that got a message and the ones that lost the race to it.
-			// Each receiver starts at its own slot of that cycle instead. Under load the
-			// batches are full and nobody waits.
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(s.untilSlot(slot)):
-			}
+		// The queue is empty for now: against goaws, wait for this receiver's slot of its
+		// poll tick. Under load the batches are full and nobody waits.
+		if stagger != nil && len(out.Messages) < int(n) && !stagger.wait(ctx, receiver) {
+			return
 		}
 	}
-}
-
-// untilSlot returns the time to the next instant at the offset slot of goaws's poll cycle,
-// counted from the subscription's start.
-func (s *subscription) untilSlot(slot time.Duration) time.Duration {
-	wait := (slot - time.Since(s.started)) % goawsPollInterval
-	if wait < 0 {
-		wait += goawsPollInterval
-	}
-	return wait
 }
 
 // undecodable reports whether a receive failed on the reply rather than on the way there:
@@ -340,18 +333,21 @@ func (s *subscription) handOut(ctx context.Context, msgs []types.Message) {
 			s.settled(b)
 			continue
 		}
-		msg.SetContext(s.msgCtx)
+		msgCtx, end := context.WithCancel(s.stopCtx)
+		msg.SetContext(msgCtx)
 		select {
 		case s.out <- msg:
 		case <-ctx.Done():
+			end()
+			// Never handed out: back to the queue at once.
 			for _, m := range msgs[i:] {
-				s.nack(aws.ToString(m.ReceiptHandle))
+				s.setVisibility(aws.ToString(m.ReceiptHandle), 0, "return unhandled message: it comes back after its visibility timeout instead")
 				s.settled(b)
 			}
 			return
 		}
 		s.waiting.Add(1)
-		go s.await(msg, aws.ToString(msgs[i].ReceiptHandle), b)
+		go s.await(msg, end, aws.ToString(msgs[i].ReceiptHandle), b)
 	}
 }
 
@@ -359,9 +355,11 @@ func (s *subscription) handOut(ctx context.Context, msgs []types.Message) {
 // batch go out together as soon as its last message is acked.
 type batch struct{ left atomic.Int32 }
 
-// await waits for a message's ack (delete it) or nack (make it visible again).
-func (s *subscription) await(msg *message.Message, receipt string, b *batch) {
+// await waits for a message's ack (delete it) or nack (make it visible again), then ends
+// its context.
+func (s *subscription) await(msg *message.Message, end context.CancelFunc, receipt string, b *batch) {
 	defer s.waiting.Done()
+	defer end()
 	var extend <-chan time.Time
 	if s.cfg.Visibility > 0 {
 		t := time.NewTicker(s.cfg.Visibility / 2)
@@ -375,7 +373,11 @@ func (s *subscription) await(msg *message.Message, receipt string, b *batch) {
 			s.del.add(receipt, b.left.Add(-1) == 0)
 			return
 		case <-msg.Nacked():
-			s.setVisibility(receipt, s.cfg.NackDelay, "nack: message comes back after its visibility timeout instead")
+			delay := s.cfg.NackDelay
+			if s.stopCtx.Err() != nil {
+				delay = 0 // most likely cancelled by the stop: let another consumer have it now
+			}
+			s.setVisibility(receipt, delay, "nack: message comes back after its visibility timeout instead")
 			s.settled(b)
 			return
 		case <-extend:
@@ -396,16 +398,11 @@ func (s *subscription) settled(b *batch) {
 	}
 }
 
-// nack makes a message visible again after NackDelay.
-func (s *subscription) nack(receipt string) {
-	s.setVisibility(receipt, s.cfg.NackDelay, "nack: message comes back after its visibility timeout instead")
-}
-
 // setVisibility makes a message visible again after d, and logs failing with warning. Its
 // context outlives the subscription's: a nack cancelled by Close would leave the message
 // hidden for its full visibility timeout.
 func (s *subscription) setVisibility(receipt string, d time.Duration, warning string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.msgCtx), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.stopCtx), 10*time.Second)
 	defer cancel()
 	_, err := s.client.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
 		QueueUrl:          aws.String(s.queueURL),

@@ -97,7 +97,7 @@ type sqsTest struct {
 func newSQSTest(t testing.TB) *sqsTest {
 	t.Helper()
 	g := testenv.StartGoaws(t)
-	cfg := Config{Endpoint: g.URL, Region: "us-east-1"}
+	cfg := Config{Endpoint: g.URL, Emulator: Goaws, Region: "us-east-1"}
 	awsCfg, err := AWSConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -188,6 +188,7 @@ func (e *sqsTest) waitEmpty(url string, within time.Duration) {
 
 func (e *sqsTest) subscriber(cfg BatchSubscriberConfig) *BatchSubscriber {
 	e.t.Helper()
+	cfg.Emulator = e.cfg.Emulator // goaws: its receive stagger, as orderd runs on it
 	sub, err := NewBatchSubscriber(e.client, cfg, e.log)
 	if err != nil {
 		e.t.Fatal(err)

@@ -20,6 +20,10 @@ import (
 // connection". The SDK then retries the call; for ReceiveMessage the first reply's messages
 // were already handed out, so they stayed hidden for their visibility timeout. Hiding WriteTo
 // makes the second copy use Read, which reports a closed body as a plain end of data.
+//
+// It is not behind the Emulator seam: the race is the client's, and any server may answer
+// before it has read a request's body (HTTP allows it, and fronts do so with errors). It
+// costs a shallow copy of the request per call.
 type httpClient struct{ inner aws.HTTPClient }
 
 // Do sends r with its body's WriteTo hidden; see httpClient.

@@ -30,9 +30,12 @@ const DLQSuffix = "-DLQ"
 
 // Config says where SQS is and how queues behave.
 type Config struct {
-	// Endpoint is an SQS-compatible endpoint (the goaws emulator); empty means real AWS
+	// Endpoint is an SQS-compatible endpoint (goaws, local-aws-sqs); empty means real AWS
 	// with the default credential chain.
 	Endpoint string
+	// Emulator names the emulator at Endpoint whose departures from SQS are worked around
+	// (see Emulator); empty for AWS and for implementations that follow SQS.
+	Emulator Emulator
 	Region   string
 	Prefix   string
 	// VisibilityTimeout is how long a received message stays hidden before SQS hands it out
@@ -56,8 +59,11 @@ func (c Config) All() []string {
 
 // AWSConfig builds the AWS SDK configuration: static dummy credentials against an emulator,
 // the default credential chain against AWS, and an HTTP client that does not lose replies
-// (see httpClient).
+// (see httpClient) and, against goaws only, reads its replies as SQS's (see Emulator).
 func AWSConfig(ctx context.Context, c Config) (aws.Config, error) {
+	if c.Emulator != NoEmulator && c.Endpoint == "" {
+		return aws.Config{}, fmt.Errorf("SQS emulator %s named without its endpoint", c.Emulator)
+	}
 	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(c.Region)}
 	if c.Endpoint != "" {
 		opts = append(opts, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("local", "local", "")))
@@ -71,7 +77,7 @@ func AWSConfig(ctx context.Context, c Config) (aws.Config, error) {
 	if inner == nil {
 		inner = awshttp.NewBuildableClient()
 	}
-	cfg.HTTPClient = httpClient{inner: inner}
+	cfg.HTTPClient = c.Emulator.httpClient(httpClient{inner: inner})
 	return cfg, nil
 }
 
@@ -157,8 +163,9 @@ func create(ctx context.Context, client *sqs.Client, name string, attrs map[stri
 }
 
 // NewPublisher returns a Watermill publisher whose topics are queue names. Queues are never
-// created on publish: Ensure made them, and goaws answers a missing queue in a way
-// watermill-aws cannot handle.
+// created on publish: Ensure made them with their dead-letter queue and attributes, which a
+// queue made on publish would lack (and goaws answers a missing queue in a way watermill-aws
+// cannot handle).
 func NewPublisher(awsCfg aws.Config, c Config, log *slog.Logger) (*wsqs.Publisher, error) {
 	pub, err := wsqs.NewPublisher(wsqs.PublisherConfig{
 		AWSConfig:                   awsCfg,

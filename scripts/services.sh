@@ -2,7 +2,9 @@
 # Local services for developing and testing orderd, without Docker:
 #
 #   mysql    MariaDB/MySQL on 127.0.0.1:3306, user root, no password (system service)
-#   goaws    SQS emulator (github.com/Admiral-Piett/goaws v0.5.4) on 127.0.0.1:$SQS_PORT
+#   goaws    SQS emulator (github.com/Admiral-Piett/goaws v0.5.4) on 127.0.0.1:$SQS_PORT;
+#            orderd talking to it runs with SQS_EMULATOR=goaws (the Makefile sets it), which
+#            turns on the workarounds for goaws's departures from SQS (queues/emulator.go)
 #   mailpit  SMTP sink on 127.0.0.1:$SMTP_PORT, web UI + API on 127.0.0.1:$MAILPIT_HTTP_PORT
 #   local-aws-sqs  a second SQS implementation (npm local-aws-sqs 2.0.2) on 127.0.0.1:$SQS2_PORT,
 #            for the tests that run on both, so the code cannot lean on one emulator's quirks

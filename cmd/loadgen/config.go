@@ -26,6 +26,7 @@ type config struct {
 	httpTimeout          time.Duration
 	jsonOut, serial      bool
 	sqsEndpoint          string
+	sqsEmulator          string
 
 	orderdURL, orderdPath, orderdDSN string
 	orderdBin, orderdLog             string
@@ -71,6 +72,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&cfg.httpTimeout, "http-timeout", 30*time.Second, "timeout of one placement request")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "also print the summary as one line of JSON, last on stdout")
 	fs.StringVar(&cfg.sqsEndpoint, "sqs-endpoint", envOr("SQS_ENDPOINT", "http://127.0.0.1:4100"), "SQS endpoint given to the peer and to an orderd started by loadgen; $SQS_ENDPOINT when set")
+	fs.StringVar(&cfg.sqsEmulator, "sqs-emulator", envOr("SQS_EMULATOR", "goaws"), "SQS_EMULATOR given to an orderd started by loadgen: goaws (the default endpoint's), or none for an SQS that follows the API reference; $SQS_EMULATOR when set")
 
 	fs.StringVar(&cfg.orderdURL, "url", envOr("API_URL", "http://127.0.0.1:8080"), "orderd base URL; $API_URL when set (an orderd loadgen does not start must run with PLACEMENT_RATE_LIMIT=0)")
 	fs.StringVar(&cfg.orderdPath, "orderd-path", "/place-order", "path orderd takes orders on; the seed-compatible one by default")

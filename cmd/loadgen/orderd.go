@@ -33,6 +33,7 @@ func orderdEnv(cfg *config) ([]string, error) {
 		"MYSQL_DSN="+cfg.orderdDSN,
 		"HTTP_ADDR="+u.Host,
 		"SQS_ENDPOINT="+cfg.sqsEndpoint,
+		"SQS_EMULATOR="+cfg.sqsEmulator,
 		"PLACEMENT_RATE_LIMIT=0",
 	)
 	return append(env, cfg.orderdEnv...), nil

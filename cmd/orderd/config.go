@@ -39,7 +39,7 @@ var allComponents = slices.Concat([]string{componentAPI}, pipeline.Components(),
 // configKeys lists every environment variable orderd reads; nothing else reads the
 // environment.
 var configKeys = []string{
-	"MYSQL_DSN", "SQS_ENDPOINT", "AWS_REGION", "QUEUE_PREFIX", "HTTP_ADDR", "SMTP_ADDR", "MAIL_FROM",
+	"MYSQL_DSN", "SQS_ENDPOINT", "SQS_EMULATOR", "AWS_REGION", "QUEUE_PREFIX", "HTTP_ADDR", "SMTP_ADDR", "MAIL_FROM",
 	"SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS",
 	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "QUEUE_RECEIVERS", "QUEUE_IN_FLIGHT", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
 	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
@@ -63,7 +63,8 @@ const (
 // config is the whole configuration, read once at start.
 type config struct {
 	MySQLDSN          string
-	SQSEndpoint       string // empty: real AWS with the default credential chain
+	SQSEndpoint       string          // empty: real AWS with the default credential chain
+	SQSEmulator       queues.Emulator // the emulator at SQSEndpoint whose quirks are worked around
 	AWSRegion         string
 	QueuePrefix       string
 	HTTPAddr          string
@@ -166,6 +167,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		c.MemoryLimit = defaultMemoryLimit
 	}
 	var err error
+	if c.SQSEmulator, err = queues.ParseEmulator(get("SQS_EMULATOR", "")); err != nil {
+		return config{}, fmt.Errorf("SQS_EMULATOR: %v", err)
+	}
 	if c.QueueReceivers, err = strconv.Atoi(get("QUEUE_RECEIVERS", "4")); err != nil || c.QueueReceivers < 1 || c.QueueReceivers > 16 {
 		return config{}, fmt.Errorf("QUEUE_RECEIVERS: must be a whole number from 1 to 16, got %q", getenv("QUEUE_RECEIVERS"))
 	}
@@ -319,6 +323,8 @@ func (c config) validate() error {
 		if u, err := url.Parse(c.SQSEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("SQS_ENDPOINT: must be an http(s) URL or empty for AWS, got %q", redactURL(c.SQSEndpoint))
 		}
+	} else if c.SQSEmulator != queues.NoEmulator {
+		return fmt.Errorf("SQS_EMULATOR: %s names an emulator, but SQS_ENDPOINT is empty (real AWS)", c.SQSEmulator)
 	}
 	if n := utf8.RuneCountInString(c.OperatorPassword.reveal()); n < minOperatorPassword {
 		return fmt.Errorf("OPERATOR_PASSWORD: must be at least %d characters (got %d), or unset to have a random one made at start", minOperatorPassword, n)
@@ -384,7 +390,7 @@ func checkOrigin(o string) error {
 
 // queues returns the SQS side of the configuration.
 func (c config) queues() queues.Config {
-	return queues.Config{Endpoint: c.SQSEndpoint, Region: c.AWSRegion, Prefix: c.QueuePrefix,
+	return queues.Config{Endpoint: c.SQSEndpoint, Emulator: c.SQSEmulator, Region: c.AWSRegion, Prefix: c.QueuePrefix,
 		VisibilityTimeout: c.VisibilityTimeout, MaxReceiveCount: c.MaxReceiveCount}
 }
 
@@ -404,6 +410,7 @@ func (c config) subscriber(client *sqs.Client, log *slog.Logger) (*queues.BatchS
 		// after 6 s, not the visibility timeout; a message still being handled is kept hidden
 		// by extending it.
 		Visibility: receiveVisibility,
+		Emulator:   c.SQSEmulator,
 	}, log)
 }
 

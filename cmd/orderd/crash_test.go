@@ -512,7 +512,7 @@ func firstFew(s []string) string {
 func waitQueuesDrained(t *testing.T, env *testenv.Env, timeout time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
-	qcfg := queues.Config{Endpoint: env.SQSEndpoint, Region: "us-east-1", Prefix: env.QueuePrefix}
+	qcfg := queues.Config{Endpoint: env.SQSEndpoint, Emulator: queues.Emulator(env.SQSEmulator), Region: "us-east-1", Prefix: env.QueuePrefix}
 	awsCfg, err := queues.AWSConfig(context.Background(), qcfg)
 	if err != nil {
 		t.Fatal(err)

@@ -137,6 +137,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		"ORDERD_COMPONENTS": "api,billing", "MAIL_FROM": "not-an-address", "QUEUE_PREFIX": "a b",
 		"CORS_ALLOWED_ORIGINS": "*", "OPERATOR_PASSWORD": "short", "MESSAGE_SIGNING_KEY": "short-secret",
 		"PLACEMENT_RATE_LIMIT": "-1", "TRUSTED_PROXIES": "10.0.0.0/33",
+		"SQS_EMULATOR": "goaws", // with SQS_ENDPOINT empty: real AWS is no emulator
 	} {
 		err := run(context.Background(), []string{"serve"}, func(k string) string {
 			if k == key {

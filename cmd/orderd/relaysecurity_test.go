@@ -325,7 +325,7 @@ func placeSeed(t *testing.T, baseURL, name string) domain.OrderID {
 func queueSender(t *testing.T, env *testenv.Env) func(queue, body string, attrs map[string]string) {
 	t.Helper()
 	ctx := context.Background()
-	qcfg := queues.Config{Endpoint: env.SQSEndpoint, Region: "us-east-1", Prefix: env.QueuePrefix}
+	qcfg := queues.Config{Endpoint: env.SQSEndpoint, Emulator: queues.Emulator(env.SQSEmulator), Region: "us-east-1", Prefix: env.QueuePrefix}
 	awsCfg, err := queues.AWSConfig(ctx, qcfg)
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,9 @@ type Env struct {
 	DSN         string // names the test's own database
 	DBName      string
 	SQSEndpoint string
+	// SQSEmulator names the emulator at SQSEndpoint whose quirks orderd works around, as
+	// SQS_EMULATOR and queues.Config.Emulator take it: "goaws", or empty.
+	SQSEmulator string
 	QueuePrefix string
 	SMTPAddr    string
 	MailpitURL  string
@@ -89,7 +92,7 @@ func New(t testing.TB) *Env {
 // WithMessaging also requires the SQS emulator and Mailpit.
 func (e *Env) WithMessaging(t testing.TB) *Env {
 	t.Helper()
-	e.SQSEndpoint = Require(t, "SQS_ENDPOINT")
+	e.SQSEndpoint, e.SQSEmulator = Require(t, "SQS_ENDPOINT"), SQSEndpointEmulator()
 	e.SMTPAddr = Require(t, "SMTP_ADDR")
 	e.MailpitURL = Require(t, "MAILPIT_URL")
 	return e
@@ -99,6 +102,19 @@ func (e *Env) WithMessaging(t testing.TB) *Env {
 type SQS struct {
 	Name        string
 	EndpointVar string
+}
+
+// SQSEndpointEmulator is the SQS_EMULATOR setting for the SQS at SQS_ENDPOINT: "goaws", which
+// `make test` starts there, unless SQS_EMULATOR says otherwise (SQS_EMULATOR=none runs the
+// tests against an implementation that follows SQS, without the goaws workarounds).
+func SQSEndpointEmulator() string {
+	if v, ok := os.LookupEnv("SQS_EMULATOR"); ok {
+		if v == "none" {
+			return ""
+		}
+		return v
+	}
+	return "goaws"
 }
 
 // SQSImplementations are the SQS implementations `make test` starts: goaws, which every
@@ -122,6 +138,8 @@ func (e *Env) WithMessagingOn(t testing.TB, sqs SQS) *Env {
 	if sqs.EndpointVar == "SQS_ENDPOINT" {
 		return e
 	}
+	// local-aws-sqs follows SQS: no workaround.
+	e.SQSEmulator = ""
 	if e.SQSEndpoint = os.Getenv(sqs.EndpointVar); e.SQSEndpoint == "" {
 		t.Skipf("%s not set: the run on %s is skipped; `make test` starts it and sets %[1]s", sqs.EndpointVar, sqs.Name)
 	}
@@ -177,6 +195,7 @@ func (e *Env) Getenv(overrides map[string]string) func(string) string {
 	m := map[string]string{
 		"MYSQL_DSN":            e.DSN,
 		"SQS_ENDPOINT":         e.SQSEndpoint,
+		"SQS_EMULATOR":         e.SQSEmulator,
 		"QUEUE_PREFIX":         e.QueuePrefix,
 		"SMTP_ADDR":            e.SMTPAddr,
 		"HTTP_ADDR":            "127.0.0.1:0",
