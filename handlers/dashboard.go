@@ -17,7 +17,6 @@ import (
 
 	"orderd/deadletter"
 	"orderd/domain"
-	"orderd/eventstore"
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/projections"
@@ -38,9 +37,9 @@ var dashboardStatuses = map[string]bool{"": true, "pending": true, "completed": 
 type Dashboard struct {
 	db      *sql.DB
 	catalog *ordering.Catalog
-	reader  *projections.Reader
+	reader  orderReader
 	counts  *projections.StatusCounter
-	dead    *deadletter.Log
+	dead    letterReader
 	log     *slog.Logger
 	page    *template.Template
 	static  http.Handler
@@ -50,6 +49,19 @@ type Dashboard struct {
 	stallAfter time.Duration
 
 	customers *customers.Reader
+}
+
+// orderReader is what the dashboard needs of the orders read model (projections.Reader).
+type orderReader interface {
+	Page(ctx context.Context, status string, before domain.OrderID, limit int) ([]projections.OrderRow, error)
+	Lag(ctx context.Context) (projections.Lag, error)
+	Heads(ctx context.Context, ids []domain.OrderID) (map[domain.OrderID]projections.Head, error)
+}
+
+// letterReader is what the dashboard needs of the dead-letter log (deadletter.Log).
+type letterReader interface {
+	StuckReasons(ctx context.Context, versions map[domain.OrderID]int) (map[domain.OrderID]string, error)
+	Newest(ctx context.Context, limit int) ([]deadletter.Letter, int64, error)
 }
 
 // lagScan bounds how much of the outbox one look at the lag reads (outbox.ReadBacklog).
@@ -253,37 +265,32 @@ func (d *Dashboard) deadLetters(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"deadLetters": list, "total": total})
 }
 
-// readDeadLetters reads the newest limit dead letters and how many there are in all.
-func (d *Dashboard) readDeadLetters(ctx context.Context, limit int) (_ []dashboardLetter, _ int64, err error) {
-	defer eventstore.Classify(&err)
-	rows, err := d.db.QueryContext(ctx, `SELECT dl.order_id, dl.version, dl.queue, dl.event_id, dl.event_type, dl.reason,
-		dl.dead_at, COALESCE(o.version = dl.version, FALSE)
-		FROM dead_letters dl LEFT JOIN orders o ON o.order_id = dl.order_id ORDER BY dl.id DESC LIMIT ?`, limit)
+// readDeadLetters reads the newest limit dead letters and how many there are in all, each
+// marked with whether it still holds its order (the order is still at the letter's version).
+func (d *Dashboard) readDeadLetters(ctx context.Context, limit int) ([]dashboardLetter, int64, error) {
+	letters, total, err := d.dead.Newest(ctx, limit)
 	if err != nil {
-		return nil, 0, fmt.Errorf("list dead letters: %w", err)
+		return nil, 0, err
 	}
-	defer rows.Close()
-	list := []dashboardLetter{}
-	for rows.Next() {
-		var l dashboardLetter
-		var order, version sql.NullInt64
-		if err := rows.Scan(&order, &version, &l.Queue, &l.EventID, &l.EventType, &l.Reason, &l.DeadAt, &l.Holding); err != nil {
-			return nil, 0, fmt.Errorf("list dead letters: %w", err)
+	var ids []domain.OrderID
+	for _, l := range letters {
+		if l.OrderID != 0 {
+			ids = append(ids, l.OrderID)
 		}
-		if order.Valid {
-			l.OrderID = &order.Int64
-		}
-		if version.Valid {
-			l.Version = &version.Int64
-		}
-		list = append(list, l)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("list dead letters: %w", err)
+	heads, err := d.reader.Heads(ctx, ids)
+	if err != nil {
+		return nil, 0, err
 	}
-	var total int64
-	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM dead_letters`).Scan(&total); err != nil {
-		return nil, 0, fmt.Errorf("count dead letters: %w", err)
+	list := make([]dashboardLetter, len(letters))
+	for i, l := range letters {
+		list[i] = dashboardLetter{Queue: l.Queue, EventID: l.EventID, EventType: l.EventType, Reason: l.Reason, DeadAt: l.DeadAt}
+		if l.OrderID != 0 {
+			order, version := int64(l.OrderID), int64(l.Version)
+			list[i].OrderID, list[i].Version = &order, &version
+			h, ok := heads[domain.OrderID(order)]
+			list[i].Holding = ok && h.Version == int(version)
+		}
 	}
 	return list, total, nil
 }

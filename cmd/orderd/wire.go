@@ -221,7 +221,7 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 			return nil, err
 		}
 		s.store.OnCommit(func([]eventstore.Record) { s.relay.Kick() })
-		if s.sweeper, err = outbox.NewSweeper(s.db, s.store, writer, log, outbox.SweeperConfig{StuckAfter: cfg.RedriveAfter}); err != nil {
+		if s.sweeper, err = outbox.NewSweeper(s.db, s.store, writer, sweepReads, log, outbox.SweeperConfig{StuckAfter: cfg.RedriveAfter}); err != nil {
 			return nil, err
 		}
 		if s.cleaner, err = newCleaner(cfg, s.db, s.store, s.sweeper, log); err != nil {
@@ -292,6 +292,17 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 	return nil
 }
 
+// sweepReads gives the sweeper the orders read model and the dead-letter log over the
+// connection that holds its lock.
+func sweepReads(conn *sql.Conn) (outbox.UnfinishedOrders, outbox.HeldOrders, error) {
+	orders, err := projections.NewReader(conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	held, err := deadletter.NewLog(conn)
+	return orders, held, err
+}
+
 // newCleaner returns the cleaner that keeps the tables from growing without bound: it
 // forgets idempotency keys after IDEMPOTENCY_TTL, and removes dead letters that no longer hold
 // an order and re-drive records after DEAD_LETTER_RETENTION.
@@ -300,9 +311,13 @@ func newCleaner(cfg config, db *sql.DB, store *eventstore.Store, sweeper *outbox
 	if err != nil {
 		return nil, err
 	}
+	orders, err := projections.NewReader(db)
+	if err != nil {
+		return nil, err
+	}
 	return outbox.NewCleaner(db, log, outbox.CleanerConfig{},
 		outbox.Retention{Name: "idempotency keys", Keep: cfg.IdempotencyTTL, Remove: store.ExpireIdempotencyKeys},
-		outbox.Retention{Name: "dead letters", Keep: cfg.DeadLetterRetention, Remove: deadLog.RemoveOlder},
+		outbox.Retention{Name: "dead letters", Keep: cfg.DeadLetterRetention, Remove: deadLog.RemoveOlder(orders)},
 		outbox.Retention{Name: "re-drive records", Keep: cfg.DeadLetterRetention, Remove: sweeper.RemoveRecords},
 	)
 }
