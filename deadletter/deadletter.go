@@ -139,7 +139,6 @@ const MetaDetached = "orderd_detached"
 type Publisher struct {
 	log *Log
 	pub message.Publisher
-	now func() time.Time
 }
 
 // NewPublisher returns a dead-letter publisher over pub.
@@ -147,7 +146,7 @@ func NewPublisher(lg *Log, pub message.Publisher) (*Publisher, error) {
 	if lg == nil || pub == nil {
 		return nil, errors.New("deadletter: NewPublisher needs a log and a publisher")
 	}
-	return &Publisher{log: lg, pub: pub, now: time.Now}, nil
+	return &Publisher{log: lg, pub: pub}, nil
 }
 
 // Publish implements message.Publisher.
@@ -156,7 +155,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		l := Letter{
 			Queue: m.Metadata.Get(middleware.PoisonedTopicKey), EventID: m.Metadata.Get(outbox.MetaEventID),
 			EventType: m.Metadata.Get(outbox.MetaEventType), Reason: m.Metadata.Get(middleware.ReasonForPoisonedKey),
-			DeadAt: p.now().UTC(),
+			DeadAt: time.Now().UTC(),
 		}
 		// The body may be what made the message poisonous; take what can be read of it.
 		if rec, err := eventstore.DecodeMessage(m.Payload); err == nil {

@@ -1,6 +1,7 @@
 package eventstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -142,12 +143,16 @@ func (im *Importer) Close() error {
 // its backslashes and quotes escaped: json.Marshal escapes control characters.
 func writeSQLString(sb *strings.Builder, b []byte) {
 	sb.WriteByte('\'')
-	for _, c := range b {
-		switch c {
-		case '\\', '\'':
-			sb.WriteByte('\\')
+	for len(b) > 0 {
+		i := bytes.IndexAny(b, `\'`)
+		if i < 0 {
+			sb.Write(b)
+			break
 		}
-		sb.WriteByte(c)
+		sb.Write(b[:i])
+		sb.WriteByte('\\')
+		sb.WriteByte(b[i])
+		b = b[i+1:]
 	}
 	sb.WriteByte('\'')
 }

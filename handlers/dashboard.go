@@ -43,7 +43,6 @@ type Dashboard struct {
 	log     *slog.Logger
 	page    *template.Template
 	static  http.Handler
-	now     func() time.Time
 	// stallAfter is how long a pending order may stay unchanged before it is flagged as
 	// slow: the sweeper's REDRIVE_AFTER, after which the order's next step is driven again.
 	stallAfter time.Duration
@@ -98,7 +97,7 @@ func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger, stall
 		return nil, err
 	}
 	return &Dashboard{db: db, catalog: catalog, reader: reader, counts: counts, dead: dead, log: log, page: page,
-		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), now: time.Now, customers: cust, stallAfter: stallAfter}, nil
+		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), customers: cust, stallAfter: stallAfter}, nil
 }
 
 // Routes registers the page, its assets and its JSON endpoints on r.
@@ -207,7 +206,7 @@ func (d *Dashboard) orders(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	list := make([]dashboardOrder, len(rows))
-	now := d.now()
+	now := time.Now()
 	for i, o := range rows {
 		list[i] = dashboardOrder{OrderID: o.OrderID, CustomerName: o.CustomerName, CustomerEmail: o.CustomerEmail,
 			OrderStatus: o.OrderStatus, PaymentStatus: o.PaymentStatus, InventoryStatus: o.InventoryStatus, EmailSent: o.EmailSent, EmailFailed: o.EmailFailed,
@@ -314,7 +313,7 @@ func (d *Dashboard) lag(w http.ResponseWriter, r *http.Request) {
 		d.writeError(w, r, err)
 		return
 	}
-	now := d.now()
+	now := time.Now()
 	age := func(t time.Time) float64 {
 		if t.IsZero() {
 			return 0

@@ -54,7 +54,6 @@ type Sweeper struct {
 	reads  SweepReads
 	log    *slog.Logger
 	cfg    SweeperConfig
-	now    func() time.Time
 }
 
 // UnfinishedOrders is what the sweeper needs of the orders read model (projections.Reader):
@@ -83,7 +82,7 @@ func NewSweeper(db *sql.DB, store *eventstore.Store, writer *Writer, reads Sweep
 		return nil, errors.New("outbox: NewSweeper needs a db, a store, a writer, its reads and a logger")
 	}
 	cfg.setDefaults()
-	return &Sweeper{db: db, store: store, writer: writer, reads: reads, log: log, cfg: cfg, now: time.Now}, nil
+	return &Sweeper{db: db, store: store, writer: writer, reads: reads, log: log, cfg: cfg}, nil
 }
 
 // Run sweeps every Interval until ctx is cancelled.
@@ -113,7 +112,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	}
 	defer release()
 
-	cutoff := s.now().UTC().Add(-s.cfg.StuckAfter)
+	cutoff := time.Now().UTC().Add(-s.cfg.StuckAfter)
 	ids, err := s.stuck(ctx, conn, cutoff)
 	if err != nil {
 		return 0, fmt.Errorf("sweep: find stuck orders: %w", err)
@@ -222,7 +221,7 @@ func (s *Sweeper) Redrive(ctx context.Context, id domain.OrderID) (bool, error) 
 		return false, fmt.Errorf("re-drive order %d: %w", id, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO order_redrives (order_id, redriven_at) VALUES (?, ?)
-		ON DUPLICATE KEY UPDATE redriven_at = VALUES(redriven_at), redrives = redrives + 1`, id, s.now().UTC()); err != nil {
+		ON DUPLICATE KEY UPDATE redriven_at = VALUES(redriven_at), redrives = redrives + 1`, id, time.Now().UTC()); err != nil {
 		return false, fmt.Errorf("re-drive order %d: %w", id, err)
 	}
 	return true, tx.Commit()
