@@ -314,15 +314,9 @@ func (d *Dashboard) lag(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	age := func(t time.Time) float64 {
-		if t.IsZero() {
-			return 0
-		}
-		return max(0, now.Sub(t).Seconds())
-	}
 	queues := make([]queueLag, len(backlog.Queues))
 	for i, q := range backlog.Queues {
-		queues[i] = queueLag{Queue: q.Queue, Waiting: q.Waiting, OldestAgeSeconds: age(q.Oldest)}
+		queues[i] = queueLag{Queue: q.Queue, Waiting: q.Waiting, OldestAgeSeconds: q.OldestAge(now).Seconds()}
 	}
 	lag, err := d.reader.Lag(r.Context())
 	if err != nil {
@@ -335,7 +329,7 @@ func (d *Dashboard) lag(w http.ResponseWriter, r *http.Request) {
 		projection["eventsBehind"] = lag.EventsBehind()
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"outbox":     map[string]any{"waiting": backlog.Waiting, "capped": backlog.Capped, "oldestAgeSeconds": age(backlog.Oldest), "queues": queues},
+		"outbox":     map[string]any{"waiting": backlog.Waiting, "capped": backlog.Capped, "oldestAgeSeconds": backlog.OldestAge(now).Seconds(), "queues": queues},
 		"projection": projection,
 	})
 }

@@ -338,9 +338,9 @@ func metricsState(db *sql.DB, dlq metrics.QueueDepths) (metrics.State, error) {
 			delete(c.ByStatus, "all")
 			return c.ByStatus, err
 		},
-		OutboxBacklog: func(ctx context.Context) (int64, time.Time, error) {
+		OutboxBacklog: func(ctx context.Context) (int64, time.Duration, error) {
 			b, err := outbox.ReadBacklog(ctx, db, 100_000)
-			return b.Waiting, b.Oldest, err
+			return b.Waiting, b.OldestAge(time.Now()), err
 		},
 		ProjectionLag: func(ctx context.Context) (int64, float64, error) {
 			l, err := reader.Lag(ctx)
@@ -554,8 +554,8 @@ func relayLag(ctx context.Context, db *sql.DB, limit time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if !b.Oldest.IsZero() && time.Since(b.Oldest) > limit {
-		return fmt.Errorf("the oldest unrelayed event is %s old (limit %s)", time.Since(b.Oldest).Round(time.Second), limit)
+	if age := b.OldestAge(time.Now()); age > limit {
+		return fmt.Errorf("the oldest unrelayed event is %s old (limit %s)", age.Round(time.Second), limit)
 	}
 	return nil
 }
