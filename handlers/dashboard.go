@@ -11,7 +11,10 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 
@@ -19,6 +22,7 @@ import (
 	"orderd/domain"
 	"orderd/ordering"
 	"orderd/outbox"
+	"orderd/pipeline"
 	"orderd/projections"
 	"orderd/projections/customers"
 )
@@ -38,7 +42,7 @@ type Dashboard struct {
 	db      *sql.DB
 	catalog *ordering.Catalog
 	reader  orderReader
-	counts  *projections.StatusCounter
+	counts  statusCounter
 	dead    letterReader
 	log     *slog.Logger
 	page    *template.Template
@@ -55,6 +59,12 @@ type orderReader interface {
 	Page(ctx context.Context, status string, before domain.OrderID, limit int) ([]projections.OrderRow, error)
 	Lag(ctx context.Context) (projections.Lag, error)
 	Heads(ctx context.Context, ids []domain.OrderID) (map[domain.OrderID]projections.Head, error)
+}
+
+// statusCounter is what the dashboard needs of the orders per status
+// (projections.StatusCounter).
+type statusCounter interface {
+	Counts(ctx context.Context) (projections.StatusCounts, error)
 }
 
 // letterReader is what the dashboard needs of the dead-letter log (deadletter.Log).
@@ -136,7 +146,7 @@ func (d *Dashboard) index(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := d.page.Execute(w, map[string]any{"Stock": stock, "StallAfter": int(d.stallAfter.Seconds())}); err != nil {
+	if err := d.page.Execute(w, map[string]any{"Stock": stock, "StallAfter": int(d.stallAfter.Seconds()), "StagesHeader": stagesHeader()}); err != nil {
 		d.log.WarnContext(r.Context(), "render dashboard", "error", err)
 	}
 }
@@ -162,6 +172,55 @@ type dashboardOrder struct {
 	Stuck string `json:"stuck,omitempty"`
 	// Slow is set on a pending order unchanged for the dashboard's stall time (REDRIVE_AFTER) or longer.
 	Slow bool `json:"slow"`
+	// Stages is how each stage of the pipeline went for the order, by component name.
+	Stages map[string]string `json:"stages"`
+}
+
+// dashboardStage is one column of the orders list's stage cell: a stage of the pipeline.
+type dashboardStage struct {
+	Component string `json:"component"`
+	Label     string `json:"label"`
+}
+
+// dashboardStages lists the pipeline's stages, in order, as the page shows them: the page
+// draws the stage cell of every order from this list, not from names of its own.
+func dashboardStages() []dashboardStage {
+	var out []dashboardStage
+	for _, st := range pipeline.Stages() {
+		out = append(out, dashboardStage{Component: st.Component, Label: st.Component})
+	}
+	return out
+}
+
+// stagesHeader is the heading of the orders list's stage column: "Payment · inventory · email".
+func stagesHeader() string {
+	var labels []string
+	for _, st := range dashboardStages() {
+		labels = append(labels, st.Label)
+	}
+	h := strings.Join(labels, " · ")
+	r, n := utf8.DecodeRuneInString(h)
+	return string(unicode.ToUpper(r)) + h[n:]
+}
+
+// stageStatus is how the stage component went for the order, as the orders read model
+// records it: a stage whose outcome the read model has no column for shows "unknown".
+func stageStatus(o projections.OrderRow, component string) string {
+	switch component {
+	case pipeline.Payment:
+		return o.PaymentStatus
+	case pipeline.Inventory:
+		return o.InventoryStatus
+	case pipeline.Email:
+		switch {
+		case o.EmailSent:
+			return "sent"
+		case o.EmailFailed:
+			return "failed"
+		}
+		return "pending"
+	}
+	return "unknown"
 }
 
 // orders is GET /api/dashboard/orders?status=&limit=&before=: newest first, keyset-paged by
@@ -207,19 +266,23 @@ func (d *Dashboard) orders(w http.ResponseWriter, r *http.Request) {
 	}
 	list := make([]dashboardOrder, len(rows))
 	now := time.Now()
+	stages := dashboardStages()
 	for i, o := range rows {
 		list[i] = dashboardOrder{OrderID: o.OrderID, CustomerName: o.CustomerName, CustomerEmail: o.CustomerEmail,
 			OrderStatus: o.OrderStatus, PaymentStatus: o.PaymentStatus, InventoryStatus: o.InventoryStatus, EmailSent: o.EmailSent, EmailFailed: o.EmailFailed,
 			Items: o.Items, TotalCents: o.TotalCents, FailureReason: o.FailureReason, Version: o.Version,
 			PlacedAt: o.PlacedAt, UpdatedAt: o.UpdatedAt, Stuck: stuck[o.OrderID],
-			Slow: o.OrderStatus == domain.StatusPending && now.Sub(o.UpdatedAt) >= d.stallAfter}
+			Slow: o.OrderStatus == domain.StatusPending && now.Sub(o.UpdatedAt) >= d.stallAfter, Stages: map[string]string{}}
+		for _, st := range stages {
+			list[i].Stages[st.Component] = stageStatus(o, st.Component)
+		}
 	}
 	counts, err := d.counts.Counts(r.Context())
 	if err != nil {
 		d.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"orders": list, "next": next, "counts": counts.ByStatus, "countsAsOf": counts.TerminalAsOf})
+	writeJSON(w, http.StatusOK, map[string]any{"orders": list, "next": next, "counts": counts.ByStatus, "countsAsOf": counts.TerminalAsOf, "stages": stages})
 }
 
 // stock is GET /api/dashboard/stock: the stock table.
