@@ -1,4 +1,4 @@
-package migrations
+package migrations_test
 
 import (
 	"go/ast"
@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"orderd/internal/testenv"
 )
 
 // owners names, for every table the migrations create, the packages (directories from the
@@ -44,7 +46,7 @@ var sqlTable = regexp.MustCompile("\\b(?:FROM|JOIN|INTO|UPDATE|TABLE|TABLES|EXIS
 // and the migrations' own SQL files aside) and fails where a string literal runs SQL on a
 // table outside the packages that own it, or on a table nobody is listed as owning.
 func TestEachTableHasOneOwner(t *testing.T) {
-	root := moduleRoot(t)
+	root := testenv.ModuleRoot(t)
 	for _, name := range createdTables(t, root) {
 		if _, ok := owners[name]; !ok {
 			t.Errorf("migrations create table %s, which has no owner in owners", name)
@@ -104,24 +106,6 @@ func TestEachTableHasOneOwner(t *testing.T) {
 		if !seen[table] {
 			t.Errorf("found no SQL on %s in %v: is the owner list out of date?", table, owners[table])
 		}
-	}
-}
-
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
 	}
 }
 
