@@ -21,6 +21,7 @@ import (
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/outbox"
+	"orderd/projections/orders"
 	"orderd/queues"
 )
 
@@ -142,7 +143,6 @@ const MetaDetached = "orderd_detached"
 type Publisher struct {
 	log *Log
 	pub message.Publisher
-	now func() time.Time
 }
 
 // NewPublisher returns a dead-letter publisher over pub.
@@ -150,7 +150,7 @@ func NewPublisher(lg *Log, pub message.Publisher) (*Publisher, error) {
 	if lg == nil || pub == nil {
 		return nil, errors.New("deadletter: NewPublisher needs a log and a publisher")
 	}
-	return &Publisher{log: lg, pub: pub, now: time.Now}, nil
+	return &Publisher{log: lg, pub: pub}, nil
 }
 
 // Publish implements message.Publisher.
@@ -159,7 +159,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		l := Letter{
 			Queue: m.Metadata.Get(middleware.PoisonedTopicKey), EventID: m.Metadata.Get(outbox.MetaEventID),
 			EventType: m.Metadata.Get(outbox.MetaEventType), Reason: m.Metadata.Get(middleware.ReasonForPoisonedKey),
-			DeadAt: p.now().UTC(),
+			DeadAt: time.Now().UTC(),
 		}
 		// The body may be what made the message poisonous; take what can be read of it.
 		if rec, err := eventstore.DecodeMessage(m.Payload); err == nil {
@@ -225,19 +225,133 @@ func fitForSQS(m *message.Message) {
 // Close implements message.Publisher; the underlying publisher is closed by its owner.
 func (p *Publisher) Close() error { return nil }
 
-// RemoveOlder deletes, in tx, up to limit dead letters recorded before before, oldest first,
-// and returns how many. A letter that still holds its order — an unfinished order at the
-// version the letter is about — is kept whatever its age: it says why the order is stuck,
-// and it keeps the sweeper from re-driving a message that cannot succeed. Run it at READ
-// COMMITTED, so that its range scan locks no gap that new letters go into.
-func (lg *Log) RemoveOlder(ctx context.Context, tx *sql.Tx, before time.Time, limit int) (int64, error) {
-	res, err := tx.ExecContext(ctx, `DELETE FROM dead_letters WHERE dead_at < ? AND NOT EXISTS (SELECT 1 FROM orders o
-		WHERE o.order_id = dead_letters.order_id AND o.version = dead_letters.version AND o.email_sent = 0)
-		ORDER BY dead_at LIMIT ?`, before, limit)
-	if err != nil {
-		return 0, fmt.Errorf("remove old dead letters: %w", err)
+// OrderHeads is what the dead-letter log needs of the orders read model
+// (orders.Reader): where each of the given orders stands.
+type OrderHeads interface {
+	Heads(ctx context.Context, ids []domain.OrderID) (map[domain.OrderID]orders.Head, error)
+}
+
+// holds reports whether a letter about version of an order still holds it: the order is
+// at that version and its email is not sent.
+func holds(h orders.Head, ok bool, version int) bool {
+	return ok && h.Version == version && !h.EmailSent
+}
+
+// RemoveFunc deletes, in tx, up to limit records made before before, and returns how many
+// (outbox.Retention's Remove).
+type RemoveFunc = func(ctx context.Context, tx *sql.Tx, before time.Time, limit int) (int64, error)
+
+// RemoveOlder returns the retention's remover of dead letters: it deletes, in tx, up to
+// limit dead letters recorded before before, oldest first, and returns how many. A letter
+// that still holds its order — an unfinished order at the version the letter is about, as
+// orders tells — is kept whatever its age: it says why the order is stuck, and it keeps the
+// sweeper from re-driving a message that cannot succeed. Old letters are read a page at a
+// time, so however many are kept the ones behind them still go. Run it at READ COMMITTED,
+// so that its range scan locks no gap that new letters go into. A letter that no longer
+// holds its order never holds it again (an order's version only grows), so reading the
+// orders outside tx cannot remove one that should stay.
+func (lg *Log) RemoveOlder(orders OrderHeads) RemoveFunc {
+	return func(ctx context.Context, tx *sql.Tx, before time.Time, limit int) (_ int64, err error) {
+		defer func() {
+			if err != nil {
+				err = fmt.Errorf("remove old dead letters: %w", err)
+			}
+		}()
+		type old struct {
+			id      int64
+			order   domain.OrderID
+			version int
+			deadAt  time.Time
+		}
+		var removed int64
+		var last *old
+		for removed < int64(limit) {
+			query, args := `SELECT id, COALESCE(order_id, 0), COALESCE(version, 0), dead_at FROM dead_letters WHERE dead_at < ?`, []any{before}
+			if last != nil {
+				query += ` AND (dead_at > ? OR (dead_at = ? AND id > ?))`
+				args = append(args, last.deadAt, last.deadAt, last.id)
+			}
+			rows, err := tx.QueryContext(ctx, query+` ORDER BY dead_at, id LIMIT ?`, append(args, limit)...)
+			if err != nil {
+				return removed, err
+			}
+			var page []old
+			var ids []domain.OrderID
+			for rows.Next() {
+				var o old
+				if err := rows.Scan(&o.id, &o.order, &o.version, &o.deadAt); err != nil {
+					rows.Close()
+					return removed, err
+				}
+				page = append(page, o)
+				if o.order != 0 {
+					ids = append(ids, o.order)
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return removed, err
+			}
+			if len(page) == 0 {
+				break
+			}
+			last = &page[len(page)-1]
+			heads, err := orders.Heads(ctx, ids)
+			if err != nil {
+				return removed, err
+			}
+			var gone []any
+			for _, o := range page {
+				h, ok := heads[o.order]
+				if !holds(h, ok, o.version) && removed+int64(len(gone)) < int64(limit) {
+					gone = append(gone, o.id)
+				}
+			}
+			if len(gone) > 0 {
+				res, err := tx.ExecContext(ctx, `DELETE FROM dead_letters WHERE id IN (?`+strings.Repeat(", ?", len(gone)-1)+`)`, gone...)
+				if err != nil {
+					return removed, err
+				}
+				n, err := res.RowsAffected()
+				if err != nil {
+					return removed, err
+				}
+				removed += n
+			}
+			if len(page) < limit {
+				break
+			}
+		}
+		return removed, nil
 	}
-	return res.RowsAffected()
+}
+
+// Newest returns the newest limit dead letters, newest first, and how many there are in all.
+func (lg *Log) Newest(ctx context.Context, limit int) (_ []Letter, total int64, err error) {
+	defer eventstore.Classify(&err)
+	rows, err := lg.db.QueryContext(ctx, `SELECT order_id, version, queue, event_id, event_type, reason, dead_at
+		FROM dead_letters ORDER BY id DESC LIMIT ?`, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list dead letters: %w", err)
+	}
+	defer rows.Close()
+	list := []Letter{}
+	for rows.Next() {
+		var l Letter
+		var order, version sql.NullInt64
+		if err := rows.Scan(&order, &version, &l.Queue, &l.EventID, &l.EventType, &l.Reason, &l.DeadAt); err != nil {
+			return nil, 0, fmt.Errorf("list dead letters: %w", err)
+		}
+		l.OrderID, l.Version = domain.OrderID(order.Int64), int(version.Int64)
+		list = append(list, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("list dead letters: %w", err)
+	}
+	if err := lg.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM dead_letters`).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count dead letters: %w", err)
+	}
+	return list, total, nil
 }
 
 // StuckReasons returns, for each of the given orders (id → its current version) that a dead

@@ -86,13 +86,7 @@ func (a *Admin) Redrive(ctx context.Context) (int, error) {
 			continue
 		}
 		err = a.drain(ctx, q, 30, func(m types.Message) (bool, error) {
-			attrs := map[string]types.MessageAttributeValue{}
-			for k, v := range m.MessageAttributes {
-				if !isPoisonKey(k) {
-					attrs[k] = v
-				}
-			}
-			if _, err := a.client.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &src, MessageBody: m.Body, MessageAttributes: attrs}); err != nil {
+			if _, err := a.client.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &src, MessageBody: m.Body, MessageAttributes: redriven(m)}); err != nil {
 				return false, fmt.Errorf("redrive to %s: %w", q, err)
 			}
 			if _, err := a.client.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &dlq, ReceiptHandle: m.ReceiptHandle}); err != nil {
@@ -157,6 +151,18 @@ func describe(q string, m types.Message) Message {
 	}
 	return Message{Queue: q, MessageID: aws.ToString(m.MessageId), EventID: attr(outbox.MetaEventID),
 		EventType: attr(outbox.MetaEventType), Reason: reason, Body: aws.ToString(m.Body)}
+}
+
+// redriven returns the attributes m goes back to its stage with: all but what the poisoning
+// added, so the stage sees the message as the relay sent it (signature included).
+func redriven(m types.Message) map[string]types.MessageAttributeValue {
+	attrs := map[string]types.MessageAttributeValue{}
+	for k, v := range m.MessageAttributes {
+		if !isPoisonKey(k) {
+			attrs[k] = v
+		}
+	}
+	return attrs
 }
 
 func isPoisonKey(k string) bool {

@@ -11,15 +11,18 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 
 	"orderd/deadletter"
 	"orderd/domain"
-	"orderd/eventstore"
 	"orderd/ordering"
 	"orderd/outbox"
+	"orderd/pipeline"
 	"orderd/projections/customers"
 	"orderd/projections/orders"
 )
@@ -38,18 +41,36 @@ var dashboardStatuses = map[string]bool{"": true, "pending": true, "completed": 
 type Dashboard struct {
 	db      *sql.DB
 	catalog *ordering.Catalog
-	reader  *orders.Reader
-	counts  *orders.StatusCounter
-	dead    *deadletter.Log
+	reader  orderReader
+	counts  statusCounter
+	dead    letterReader
 	log     *slog.Logger
 	page    *template.Template
 	static  http.Handler
-	now     func() time.Time
 	// stallAfter is how long a pending order may stay unchanged before it is flagged as
 	// slow: the sweeper's REDRIVE_AFTER, after which the order's next step is driven again.
 	stallAfter time.Duration
 
 	customers *customers.Reader
+}
+
+// orderReader is what the dashboard needs of the orders read model (orders.Reader).
+type orderReader interface {
+	Page(ctx context.Context, status string, before domain.OrderID, limit int) ([]orders.OrderRow, error)
+	Lag(ctx context.Context) (orders.Lag, error)
+	Heads(ctx context.Context, ids []domain.OrderID) (map[domain.OrderID]orders.Head, error)
+}
+
+// statusCounter is what the dashboard needs of the orders per status
+// (orders.StatusCounter).
+type statusCounter interface {
+	Counts(ctx context.Context) (orders.StatusCounts, error)
+}
+
+// letterReader is what the dashboard needs of the dead-letter log (deadletter.Log).
+type letterReader interface {
+	StuckReasons(ctx context.Context, versions map[domain.OrderID]int) (map[domain.OrderID]string, error)
+	Newest(ctx context.Context, limit int) ([]deadletter.Letter, int64, error)
 }
 
 // lagScan bounds how much of the outbox one look at the lag reads (outbox.ReadBacklog).
@@ -86,7 +107,7 @@ func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger, stall
 		return nil, err
 	}
 	return &Dashboard{db: db, catalog: catalog, reader: reader, counts: counts, dead: dead, log: log, page: page,
-		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), now: time.Now, customers: cust, stallAfter: stallAfter}, nil
+		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), customers: cust, stallAfter: stallAfter}, nil
 }
 
 // Routes registers the page, its assets and its JSON endpoints on r.
@@ -125,7 +146,7 @@ func (d *Dashboard) index(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := d.page.Execute(w, map[string]any{"Stock": stock, "StallAfter": int(d.stallAfter.Seconds())}); err != nil {
+	if err := d.page.Execute(w, map[string]any{"Stock": stock, "StallAfter": int(d.stallAfter.Seconds()), "StagesHeader": stagesHeader()}); err != nil {
 		d.log.WarnContext(r.Context(), "render dashboard", "error", err)
 	}
 }
@@ -151,6 +172,55 @@ type dashboardOrder struct {
 	Stuck string `json:"stuck,omitempty"`
 	// Slow is set on a pending order unchanged for the dashboard's stall time (REDRIVE_AFTER) or longer.
 	Slow bool `json:"slow"`
+	// Stages is how each stage of the pipeline went for the order, by component name.
+	Stages map[string]string `json:"stages"`
+}
+
+// dashboardStage is one column of the orders list's stage cell: a stage of the pipeline.
+type dashboardStage struct {
+	Component string `json:"component"`
+	Label     string `json:"label"`
+}
+
+// dashboardStages lists the pipeline's stages, in order, as the page shows them: the page
+// draws the stage cell of every order from this list, not from names of its own.
+func dashboardStages() []dashboardStage {
+	var out []dashboardStage
+	for _, st := range pipeline.Stages() {
+		out = append(out, dashboardStage{Component: st.Component, Label: st.Component})
+	}
+	return out
+}
+
+// stagesHeader is the heading of the orders list's stage column: "Payment · inventory · email".
+func stagesHeader() string {
+	var labels []string
+	for _, st := range dashboardStages() {
+		labels = append(labels, st.Label)
+	}
+	h := strings.Join(labels, " · ")
+	r, n := utf8.DecodeRuneInString(h)
+	return string(unicode.ToUpper(r)) + h[n:]
+}
+
+// stageStatus is how the stage component went for the order, as the orders read model
+// records it: a stage whose outcome the read model has no column for shows "unknown".
+func stageStatus(o orders.OrderRow, component string) string {
+	switch component {
+	case pipeline.Payment:
+		return o.PaymentStatus
+	case pipeline.Inventory:
+		return o.InventoryStatus
+	case pipeline.Email:
+		switch {
+		case o.EmailSent:
+			return "sent"
+		case o.EmailFailed:
+			return "failed"
+		}
+		return "pending"
+	}
+	return "unknown"
 }
 
 // orders is GET /api/dashboard/orders?status=&limit=&before=: newest first, keyset-paged by
@@ -195,20 +265,24 @@ func (d *Dashboard) orders(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	list := make([]dashboardOrder, len(rows))
-	now := d.now()
+	now := time.Now()
+	stages := dashboardStages()
 	for i, o := range rows {
 		list[i] = dashboardOrder{OrderID: o.OrderID, CustomerName: o.CustomerName, CustomerEmail: o.CustomerEmail,
 			OrderStatus: o.OrderStatus, PaymentStatus: o.PaymentStatus, InventoryStatus: o.InventoryStatus, EmailSent: o.EmailSent, EmailFailed: o.EmailFailed,
 			Items: o.Items, TotalCents: o.TotalCents, FailureReason: o.FailureReason, Version: o.Version,
 			PlacedAt: o.PlacedAt, UpdatedAt: o.UpdatedAt, Stuck: stuck[o.OrderID],
-			Slow: o.OrderStatus == domain.StatusPending && now.Sub(o.UpdatedAt) >= d.stallAfter}
+			Slow: o.OrderStatus == domain.StatusPending && now.Sub(o.UpdatedAt) >= d.stallAfter, Stages: map[string]string{}}
+		for _, st := range stages {
+			list[i].Stages[st.Component] = stageStatus(o, st.Component)
+		}
 	}
 	counts, err := d.counts.Counts(r.Context())
 	if err != nil {
 		d.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"orders": list, "next": next, "counts": counts.ByStatus, "countsAsOf": counts.TerminalAsOf})
+	writeJSON(w, http.StatusOK, map[string]any{"orders": list, "next": next, "counts": counts.ByStatus, "countsAsOf": counts.TerminalAsOf, "stages": stages})
 }
 
 // stock is GET /api/dashboard/stock: the stock table.
@@ -253,37 +327,32 @@ func (d *Dashboard) deadLetters(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"deadLetters": list, "total": total})
 }
 
-// readDeadLetters reads the newest limit dead letters and how many there are in all.
-func (d *Dashboard) readDeadLetters(ctx context.Context, limit int) (_ []dashboardLetter, _ int64, err error) {
-	defer eventstore.Classify(&err)
-	rows, err := d.db.QueryContext(ctx, `SELECT dl.order_id, dl.version, dl.queue, dl.event_id, dl.event_type, dl.reason,
-		dl.dead_at, COALESCE(o.version = dl.version, FALSE)
-		FROM dead_letters dl LEFT JOIN orders o ON o.order_id = dl.order_id ORDER BY dl.id DESC LIMIT ?`, limit)
+// readDeadLetters reads the newest limit dead letters and how many there are in all, each
+// marked with whether it still holds its order (the order is still at the letter's version).
+func (d *Dashboard) readDeadLetters(ctx context.Context, limit int) ([]dashboardLetter, int64, error) {
+	letters, total, err := d.dead.Newest(ctx, limit)
 	if err != nil {
-		return nil, 0, fmt.Errorf("list dead letters: %w", err)
+		return nil, 0, err
 	}
-	defer rows.Close()
-	list := []dashboardLetter{}
-	for rows.Next() {
-		var l dashboardLetter
-		var order, version sql.NullInt64
-		if err := rows.Scan(&order, &version, &l.Queue, &l.EventID, &l.EventType, &l.Reason, &l.DeadAt, &l.Holding); err != nil {
-			return nil, 0, fmt.Errorf("list dead letters: %w", err)
+	var ids []domain.OrderID
+	for _, l := range letters {
+		if l.OrderID != 0 {
+			ids = append(ids, l.OrderID)
 		}
-		if order.Valid {
-			l.OrderID = &order.Int64
-		}
-		if version.Valid {
-			l.Version = &version.Int64
-		}
-		list = append(list, l)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("list dead letters: %w", err)
+	heads, err := d.reader.Heads(ctx, ids)
+	if err != nil {
+		return nil, 0, err
 	}
-	var total int64
-	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM dead_letters`).Scan(&total); err != nil {
-		return nil, 0, fmt.Errorf("count dead letters: %w", err)
+	list := make([]dashboardLetter, len(letters))
+	for i, l := range letters {
+		list[i] = dashboardLetter{Queue: l.Queue, EventID: l.EventID, EventType: l.EventType, Reason: l.Reason, DeadAt: l.DeadAt}
+		if l.OrderID != 0 {
+			order, version := int64(l.OrderID), int64(l.Version)
+			list[i].OrderID, list[i].Version = &order, &version
+			h, ok := heads[domain.OrderID(order)]
+			list[i].Holding = ok && h.Version == int(version)
+		}
 	}
 	return list, total, nil
 }
@@ -307,16 +376,10 @@ func (d *Dashboard) lag(w http.ResponseWriter, r *http.Request) {
 		d.writeError(w, r, err)
 		return
 	}
-	now := d.now()
-	age := func(t time.Time) float64 {
-		if t.IsZero() {
-			return 0
-		}
-		return max(0, now.Sub(t).Seconds())
-	}
+	now := time.Now()
 	queues := make([]queueLag, len(backlog.Queues))
 	for i, q := range backlog.Queues {
-		queues[i] = queueLag{Queue: q.Queue, Waiting: q.Waiting, OldestAgeSeconds: age(q.Oldest)}
+		queues[i] = queueLag{Queue: q.Queue, Waiting: q.Waiting, OldestAgeSeconds: q.OldestAge(now).Seconds()}
 	}
 	lag, err := d.reader.Lag(r.Context())
 	if err != nil {
@@ -329,7 +392,7 @@ func (d *Dashboard) lag(w http.ResponseWriter, r *http.Request) {
 		projection["eventsBehind"] = lag.EventsBehind()
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"outbox":     map[string]any{"waiting": backlog.Waiting, "capped": backlog.Capped, "oldestAgeSeconds": age(backlog.Oldest), "queues": queues},
+		"outbox":     map[string]any{"waiting": backlog.Waiting, "capped": backlog.Capped, "oldestAgeSeconds": backlog.OldestAge(now).Seconds(), "queues": queues},
 		"projection": projection,
 	})
 }

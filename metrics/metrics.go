@@ -88,9 +88,9 @@ type QueueDepths func(ctx context.Context) (map[string]int, error)
 type State struct {
 	// OrderCounts returns the orders per order_status.
 	OrderCounts func(ctx context.Context) (map[string]int64, error)
-	// OutboxBacklog returns how many events wait to be relayed to SQS and when the oldest
-	// was written (zero when none wait).
-	OutboxBacklog func(ctx context.Context) (waiting int64, oldest time.Time, err error)
+	// OutboxBacklog returns how many events wait to be relayed to SQS and how long the
+	// oldest has waited (zero when none wait).
+	OutboxBacklog func(ctx context.Context) (waiting int64, oldestAge time.Duration, err error)
 	// ProjectionLag returns how many events, and how many seconds, the orders projection is
 	// behind the log.
 	ProjectionLag func(ctx context.Context) (events int64, seconds float64, err error)
@@ -144,15 +144,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(ordersDesc, prometheus.GaugeValue, float64(n), status)
 		}
 	}
-	if pending, oldest, err := c.state.OutboxBacklog(ctx); err != nil {
+	if pending, age, err := c.state.OutboxBacklog(ctx); err != nil {
 		c.log.Warn("metrics: read outbox", "error", err)
 	} else {
-		age := 0.0
-		if !oldest.IsZero() {
-			age = max(time.Since(oldest).Seconds(), 0)
-		}
 		ch <- prometheus.MustNewConstMetric(outboxDesc, prometheus.GaugeValue, float64(pending))
-		ch <- prometheus.MustNewConstMetric(outboxAgeDesc, prometheus.GaugeValue, age)
+		ch <- prometheus.MustNewConstMetric(outboxAgeDesc, prometheus.GaugeValue, age.Seconds())
 	}
 	if lag, lagSeconds, err := c.state.ProjectionLag(ctx); err != nil {
 		c.log.Warn("metrics: read projection lag", "error", err)

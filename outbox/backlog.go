@@ -26,6 +26,22 @@ type QueueBacklog struct {
 	Oldest  time.Time
 }
 
+// OldestAge is how long the oldest waiting row has waited at now: how far the relay is
+// behind (0 when none waits; never negative, whatever the clocks of the writer and reader).
+// The metrics, the readiness check and the dashboard all take the age from here.
+func (b Backlog) OldestAge(now time.Time) time.Duration { return age(b.Oldest, now) }
+
+// OldestAge is how long the queue's oldest waiting row has waited at now (see
+// Backlog.OldestAge).
+func (q QueueBacklog) OldestAge(now time.Time) time.Duration { return age(q.Oldest, now) }
+
+func age(oldest, now time.Time) time.Duration {
+	if oldest.IsZero() {
+		return 0
+	}
+	return max(now.Sub(oldest), 0)
+}
+
 // ReadBacklog reads the outbox's backlog from at most its scan lowest positions (the rows
 // the relay takes first), so that a large backlog during an outage costs a bounded read.
 // While the relay keeps up the outbox holds a handful of rows and every figure is exact.

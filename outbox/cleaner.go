@@ -40,7 +40,6 @@ type Cleaner struct {
 	log   *slog.Logger
 	cfg   CleanerConfig
 	tasks []Retention
-	now   func() time.Time
 }
 
 // NewCleaner returns a cleaner that applies tasks to db.
@@ -59,7 +58,7 @@ func NewCleaner(db *sql.DB, log *slog.Logger, cfg CleanerConfig, tasks ...Retent
 	if cfg.Batch <= 0 {
 		cfg.Batch = 500
 	}
-	return &Cleaner{db: db, log: log, cfg: cfg, tasks: tasks, now: time.Now}, nil
+	return &Cleaner{db: db, log: log, cfg: cfg, tasks: tasks}, nil
 }
 
 // Run cleans every Interval until ctx is cancelled.
@@ -105,7 +104,7 @@ func (c *Cleaner) Clean(ctx context.Context) (removed map[string]int64, ran bool
 	defer release()
 	// Microseconds, as the columns hold: a time with nanoseconds, sent as a string of nine
 	// fractional digits, keeps MySQL from reading the time column's index as a range.
-	now := c.now().UTC().Truncate(time.Microsecond)
+	now := time.Now().UTC().Truncate(time.Microsecond)
 	removed = map[string]int64{}
 	for _, task := range c.tasks {
 		before := now.Add(-task.Keep)

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/projections/orders"
 )
 
 // sweepLock lets one sweeper at a time work on a database, however many processes run one
@@ -49,19 +51,38 @@ type Sweeper struct {
 	db     *sql.DB
 	store  *eventstore.Store
 	writer *Writer
+	reads  SweepReads
 	log    *slog.Logger
 	cfg    SweeperConfig
-	now    func() time.Time
 }
 
-// NewSweeper returns a sweeper that reads orders through store and routes re-driven events
+// UnfinishedOrders is what the sweeper needs of the orders read model (orders.Reader):
+// the unfinished orders unchanged since a moment, least recently changed first, a page at a
+// time.
+type UnfinishedOrders interface {
+	Unfinished(ctx context.Context, before time.Time, after orders.Unfinished, limit int) ([]orders.Unfinished, error)
+}
+
+// HeldOrders is what the sweeper needs of the dead-letter log (deadletter.Log): which of the
+// given orders (id → current version) a dead letter holds at that version.
+type HeldOrders interface {
+	StuckReasons(ctx context.Context, versions map[domain.OrderID]int) (map[domain.OrderID]string, error)
+}
+
+// SweepReads returns, over conn (the connection that holds the sweep lock, so that a sweep
+// holds one connection, not two), the reads the sweeper needs of tables other packages own:
+// typically a orders.Reader and a deadletter.Log over conn.
+type SweepReads func(conn *sql.Conn) (UnfinishedOrders, HeldOrders, error)
+
+// NewSweeper returns a sweeper that finds unfinished orders, and those of them that a dead
+// letter holds, through reads; reads orders through store; and routes re-driven events
 // through writer.
-func NewSweeper(db *sql.DB, store *eventstore.Store, writer *Writer, log *slog.Logger, cfg SweeperConfig) (*Sweeper, error) {
-	if db == nil || store == nil || writer == nil || log == nil {
-		return nil, errors.New("outbox: NewSweeper needs a db, a store, a writer and a logger")
+func NewSweeper(db *sql.DB, store *eventstore.Store, writer *Writer, reads SweepReads, log *slog.Logger, cfg SweeperConfig) (*Sweeper, error) {
+	if db == nil || store == nil || writer == nil || reads == nil || log == nil {
+		return nil, errors.New("outbox: NewSweeper needs a db, a store, a writer, its reads and a logger")
 	}
 	cfg.setDefaults()
-	return &Sweeper{db: db, store: store, writer: writer, log: log, cfg: cfg, now: time.Now}, nil
+	return &Sweeper{db: db, store: store, writer: writer, reads: reads, log: log, cfg: cfg}, nil
 }
 
 // Run sweeps every Interval until ctx is cancelled.
@@ -91,30 +112,11 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	}
 	defer release()
 
-	// Unfinished is email_sent = 0 and email_failed = 0: the email is every path's last step
-	// (sent, or refused for good by the mail server, which ends the order too), so a pending
-	// order has done neither. ix_orders_email_sent keeps this to the unfinished orders (and the
-	// few refused ones), not the table.
-	cutoff := s.now().UTC().Add(-s.cfg.StuckAfter)
-	rows, err := conn.QueryContext(ctx, `SELECT o.order_id FROM orders o
-		LEFT JOIN order_redrives r ON r.order_id = o.order_id
-		WHERE o.email_sent = 0 AND o.email_failed = 0 AND o.updated_at < ? AND (r.redriven_at IS NULL OR r.redriven_at < ?)
-		  AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.order_id = o.order_id AND d.version = o.version)
-		ORDER BY o.updated_at LIMIT ?`,
-		cutoff, cutoff, s.cfg.Batch)
+	cutoff := time.Now().UTC().Add(-s.cfg.StuckAfter)
+	ids, err := s.stuck(ctx, conn, cutoff)
 	if err != nil {
 		return 0, fmt.Errorf("sweep: find stuck orders: %w", err)
 	}
-	var ids []domain.OrderID
-	for rows.Next() {
-		var id domain.OrderID
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("sweep: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
 	n := 0
 	for _, id := range ids {
 		ok, err := s.Redrive(ctx, id)
@@ -126,6 +128,76 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// stuck returns up to Batch orders, least recently changed first, that are unfinished and
+// unchanged since cutoff, not re-driven since cutoff, and not held by a dead letter. Each
+// table is read through its owner: the candidates come a page at a time from the orders
+// read model, and a page's orders that were re-driven lately (order_redrives, this
+// package's) or are held (deadletter) are passed over, so however many orders are held the
+// sweep still reaches the others behind them.
+func (s *Sweeper) stuck(ctx context.Context, conn *sql.Conn, cutoff time.Time) ([]domain.OrderID, error) {
+	unfinished, held, err := s.reads(conn)
+	if err != nil {
+		return nil, err
+	}
+	var ids []domain.OrderID
+	var after orders.Unfinished
+	for len(ids) < s.cfg.Batch {
+		page, err := unfinished.Unfinished(ctx, cutoff, after, s.cfg.Batch)
+		if err != nil || len(page) == 0 {
+			return ids, err
+		}
+		after = page[len(page)-1]
+		recent, err := redrivenSince(ctx, conn, page, cutoff)
+		if err != nil {
+			return nil, err
+		}
+		versions := make(map[domain.OrderID]int, len(page))
+		for _, u := range page {
+			if !recent[u.OrderID] {
+				versions[u.OrderID] = u.Version
+			}
+		}
+		holding, err := held.StuckReasons(ctx, versions)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range page {
+			if _, ok := holding[u.OrderID]; ok || recent[u.OrderID] || len(ids) == s.cfg.Batch {
+				continue
+			}
+			ids = append(ids, u.OrderID)
+		}
+		if len(page) < s.cfg.Batch {
+			break
+		}
+	}
+	return ids, nil
+}
+
+// redrivenSince returns which of the orders were re-driven at or after since.
+func redrivenSince(ctx context.Context, conn *sql.Conn, page []orders.Unfinished, since time.Time) (map[domain.OrderID]bool, error) {
+	args := make([]any, 0, len(page)+1)
+	args = append(args, since)
+	for _, u := range page {
+		args = append(args, u.OrderID)
+	}
+	rows, err := conn.QueryContext(ctx, `SELECT order_id FROM order_redrives WHERE redriven_at >= ? AND order_id IN (?`+
+		strings.Repeat(", ?", len(page)-1)+`)`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[domain.OrderID]bool{}
+	for rows.Next() {
+		var id domain.OrderID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
 }
 
 // Redrive puts the order's latest event back into the outbox if the order still has a step
@@ -149,7 +221,7 @@ func (s *Sweeper) Redrive(ctx context.Context, id domain.OrderID) (bool, error) 
 		return false, fmt.Errorf("re-drive order %d: %w", id, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO order_redrives (order_id, redriven_at) VALUES (?, ?)
-		ON DUPLICATE KEY UPDATE redriven_at = VALUES(redriven_at), redrives = redrives + 1`, id, s.now().UTC()); err != nil {
+		ON DUPLICATE KEY UPDATE redriven_at = VALUES(redriven_at), redrives = redrives + 1`, id, time.Now().UTC()); err != nil {
 		return false, fmt.Errorf("re-drive order %d: %w", id, err)
 	}
 	return true, tx.Commit()

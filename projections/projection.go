@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"orderd/eventstore"
 )
 
 // Projection is a read model derived from the event log, as `orderd replay`, `--verify` and
@@ -137,6 +139,30 @@ func RecordVersion(ctx context.Context, tx *sql.Tx, projection string, version i
 // staleRetry is how long RebuildIfStale waits before looking again when another replay
 // or verify holds the lock.
 var staleRetry = 5 * time.Second
+
+// ShareConsumerLock takes, in an asynchronous consumer's transaction and before it reads
+// the projection's tables, the projection's consumer lock in share mode: consumers share it,
+// and a rebuild's swap, which holds it exclusively (HoldConsumers), waits for every
+// consumer's transaction to end and holds off the next ones. The lock is the projection's
+// row in the projections table; under READ COMMITTED the read locks that row only.
+func ShareConsumerLock(ctx context.Context, tx eventstore.Tx, projection string) error {
+	rows, err := tx.QueryContext(ctx, `SELECT version FROM projections WHERE name = ? LOCK IN SHARE MODE`, projection)
+	if err != nil {
+		return fmt.Errorf("%s: take the consumer lock: %w", projection, err)
+	}
+	return rows.Close()
+}
+
+// HoldConsumers takes projection's consumer lock exclusively in tx, writing the projection's
+// row if it is missing: once it returns, no consumer is applying events, and none starts
+// until tx ends.
+func HoldConsumers(ctx context.Context, tx *sql.Tx, projection string) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO projections (name, version) VALUES (?, 0) ON DUPLICATE KEY UPDATE name = name`, projection)
+	if err != nil {
+		return fmt.Errorf("%s: hold off the consumers: %w", projection, err)
+	}
+	return nil
+}
 
 // RebuildIfStale rebuilds p (see Projection.Rebuild) when the version recorded for it
 // differs from p.Version(), and reports whether it did. It is meant for `orderd serve` at

@@ -128,6 +128,22 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got, want := strings.Join(steps, ","), "OrderPlaced,PaymentCompleted,InventoryReserved,EmailSent"; got != want {
 		t.Errorf("timeline = %s, want %s", got, want)
 	}
+	// The stage cell is drawn from the pipeline table the API sends: one badge per stage, in
+	// the table's order, under a heading that names them.
+	var badges []string
+	var heading string
+	run("read the order's stage badges", 5*time.Second,
+		chromedp.Poll(fmt.Sprintf(`(() => {
+			const b = [...document.querySelectorAll('#orders tr[data-id="%d"] .stage')].map((b) => b.dataset.stage + "=" + b.dataset.status);
+			return b.length ? b : false;
+		})()`, id), &badges, chromedp.WithPollingInterval(50*time.Millisecond)),
+		chromedp.Evaluate(`document.querySelector("#orders-table thead th:nth-child(6)").textContent`, &heading))
+	if got, want := strings.Join(badges, ","), "payment=completed,inventory=completed,email=sent"; got != want {
+		t.Errorf("stage badges = %s, want %s", got, want)
+	}
+	if heading != "Payment · inventory · email" {
+		t.Errorf("stage column heading = %q", heading)
+	}
 	if status := env.Count(t, `SELECT COUNT(*) FROM orders WHERE order_id = ? AND order_status = 'completed'`, id); status != 1 {
 		t.Errorf("order %d is not completed in the orders table", id)
 	}

@@ -36,7 +36,7 @@ func TestBackgroundReadsReadNoTableWhole(t *testing.T) {
 	store, err := eventstore.New(db, projections.Orders{}, writer)
 	must(t, err)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	sweeper, err := outbox.NewSweeper(db, store, writer, log, outbox.SweeperConfig{})
+	sweeper, err := newSweeper(db, store, writer, log, outbox.SweeperConfig{})
 	must(t, err)
 	cleaner, err := newCleaner(cfg, db, store, sweeper, log)
 	must(t, err)

@@ -142,7 +142,7 @@ func TestRelayNeverJams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sweeper, err := outbox.NewSweeper(env.DB, store, mustWriter(t, env), slog.New(slog.NewTextHandler(io.Discard, nil)), outbox.SweeperConfig{StuckAfter: time.Nanosecond})
+	sweeper, err := newSweeper(env.DB, store, mustWriter(t, env), slog.New(slog.NewTextHandler(io.Discard, nil)), outbox.SweeperConfig{StuckAfter: time.Nanosecond})
 	if err != nil {
 		t.Fatal(err)
 	}

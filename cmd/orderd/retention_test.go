@@ -37,7 +37,7 @@ func TestRetention(t *testing.T) {
 	placer, err := ordering.NewPlacer(store, catalog)
 	must(t, err)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	sweeper, err := outbox.NewSweeper(env.DB, store, writer, log, outbox.SweeperConfig{})
+	sweeper, err := newSweeper(env.DB, store, writer, log, outbox.SweeperConfig{})
 	must(t, err)
 	cleaner, err := newCleaner(cfg, env.DB, store, sweeper, log)
 	must(t, err)

@@ -222,7 +222,7 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 			return nil, err
 		}
 		s.store.OnCommit(func([]eventstore.Record) { s.relay.Kick() })
-		if s.sweeper, err = outbox.NewSweeper(s.db, s.store, writer, log, outbox.SweeperConfig{StuckAfter: cfg.RedriveAfter}); err != nil {
+		if s.sweeper, err = outbox.NewSweeper(s.db, s.store, writer, sweepReads, log, outbox.SweeperConfig{StuckAfter: cfg.RedriveAfter}); err != nil {
 			return nil, err
 		}
 		if s.cleaner, err = newCleaner(cfg, s.db, s.store, s.sweeper, log); err != nil {
@@ -299,6 +299,17 @@ func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aw
 	return nil
 }
 
+// sweepReads gives the sweeper the orders read model and the dead-letter log over the
+// connection that holds its lock.
+func sweepReads(conn *sql.Conn) (outbox.UnfinishedOrders, outbox.HeldOrders, error) {
+	orders, err := orders.NewReader(conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	held, err := deadletter.NewLog(conn)
+	return orders, held, err
+}
+
 // newCleaner returns the cleaner that keeps the tables from growing without bound: it
 // forgets idempotency keys after IDEMPOTENCY_TTL, and removes dead letters that no longer hold
 // an order and re-drive records after DEAD_LETTER_RETENTION.
@@ -307,9 +318,13 @@ func newCleaner(cfg config, db *sql.DB, store *eventstore.Store, sweeper *outbox
 	if err != nil {
 		return nil, err
 	}
+	orders, err := orders.NewReader(db)
+	if err != nil {
+		return nil, err
+	}
 	return outbox.NewCleaner(db, log, outbox.CleanerConfig{},
 		outbox.Retention{Name: "idempotency keys", Keep: cfg.IdempotencyTTL, Remove: store.ExpireIdempotencyKeys},
-		outbox.Retention{Name: "dead letters", Keep: cfg.DeadLetterRetention, Remove: deadLog.RemoveOlder},
+		outbox.Retention{Name: "dead letters", Keep: cfg.DeadLetterRetention, Remove: deadLog.RemoveOlder(orders)},
 		outbox.Retention{Name: "re-drive records", Keep: cfg.DeadLetterRetention, Remove: sweeper.RemoveRecords},
 	)
 }
@@ -345,9 +360,9 @@ func metricsState(db *sql.DB, dlq metrics.QueueDepths) (metrics.State, error) {
 			delete(c.ByStatus, "all")
 			return c.ByStatus, err
 		},
-		OutboxBacklog: func(ctx context.Context) (int64, time.Time, error) {
+		OutboxBacklog: func(ctx context.Context) (int64, time.Duration, error) {
 			b, err := outbox.ReadBacklog(ctx, db, 100_000)
-			return b.Waiting, b.Oldest, err
+			return b.Waiting, b.OldestAge(time.Now()), err
 		},
 		ProjectionLag: func(ctx context.Context) (int64, float64, error) {
 			l, err := reader.Lag(ctx)
@@ -563,8 +578,8 @@ func relayLag(ctx context.Context, db *sql.DB, limit time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if !b.Oldest.IsZero() && time.Since(b.Oldest) > limit {
-		return fmt.Errorf("the oldest unrelayed event is %s old (limit %s)", time.Since(b.Oldest).Round(time.Second), limit)
+	if age := b.OldestAge(time.Now()); age > limit {
+		return fmt.Errorf("the oldest unrelayed event is %s old (limit %s)", age.Round(time.Second), limit)
 	}
 	return nil
 }

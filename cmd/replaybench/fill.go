@@ -4,12 +4,9 @@ import (
 	"container/heap"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"orderd/domain"
@@ -23,7 +20,6 @@ const (
 	placeEvery = 2 * time.Millisecond
 	minStep    = 30 * time.Millisecond
 	maxStep    = 300 * time.Millisecond
-	insertRows = 2000 // events per multi-row INSERT
 	fillConns  = 4
 )
 
@@ -91,88 +87,40 @@ func newOrder(rng *rand.Rand, id int) *genOrder {
 	return &genOrder{id: id, events: evs, corr: strings.ToUpper(fmt.Sprintf("%026x", rng.Uint64()))}
 }
 
-// fill writes a log of about events events (events/4 orders) straight into the events and
-// order_ids tables with multi-row INSERTs on several connections. Memory stays small: only
-// the orders still in flight on the simulated clock are held.
-func fill(ctx context.Context, db *sql.DB, events int, progress func(done int64)) (orders int, written int64, err error) {
-	versions := eventstore.SchemaVersions() // so the generated log is what the store would write
+// fill writes a log of about events events (events/4 orders) through eventstore's bulk
+// importer, which writes the events and order_ids tables with multi-row INSERTs on several
+// connections. Memory stays small: only the orders still in flight on the simulated clock
+// are held.
+func fill(ctx context.Context, db *sql.DB, events int) (orders int, written int64, err error) {
 	orders = max(events/4, 1)
 	rng := rand.New(rand.NewPCG(1, 2)) // the same log every run
 	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-
-	type batch struct {
-		sql    string
-		events int
+	im, err := eventstore.NewImporter(ctx, db, fillConns)
+	if err != nil {
+		return 0, 0, err
 	}
-	batches := make(chan batch, fillConns)
-	var wg sync.WaitGroup
-	var firstErr error
-	var errOnce sync.Once
-	var done atomic.Int64
-	for range fillConns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for b := range batches {
-				if _, err := db.ExecContext(ctx, b.sql); err != nil {
-					errOnce.Do(func() { firstErr = err })
-				}
-				if n := done.Add(int64(b.events)); progress != nil {
-					progress(n)
-				}
-			}
-		}()
-	}
-
-	var ev, ids strings.Builder
-	evRows, idRows := 0, 0
-	flushEvents := func() {
-		if evRows > 0 {
-			batches <- batch{ev.String(), evRows}
-			ev.Reset()
-			evRows = 0
+	defer func() {
+		if cerr := im.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("fill the log: %w", cerr)
 		}
-	}
-	flushIDs := func() {
-		if idRows > 0 {
-			batches <- batch{ids.String(), 0}
-			ids.Reset()
-			idRows = 0
-		}
-	}
+	}()
+
 	h := &dueHeap{}
 	var position int64
 	emit := func(p pending) error {
 		o := p.order
 		e := o.events[o.next]
 		o.next++
-		payload, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
 		cause := o.corr
 		if o.next > 1 {
 			cause = eventstore.EventID(domain.OrderID(o.id), o.next-1)
 		}
-		meta, err := json.Marshal(eventstore.Metadata{CorrelationID: o.corr, CausationID: cause})
-		if err != nil {
-			return err
-		}
 		position++
-		if evRows == 0 {
-			ev.WriteString("INSERT INTO events (position, stream_id, version, event_type, schema_version, payload, metadata, occurred_at) VALUES")
-		} else {
-			ev.WriteByte(',')
-		}
-		fmt.Fprintf(&ev, "\n(%d,%d,%d,'%s',%d,%s,%s,'%s')", position, o.id, o.next, e.EventType(), versions[e.EventType()],
-			sqlString(payload), sqlString(meta), p.due.Format("2006-01-02 15:04:05.000000"))
-		if evRows++; evRows == insertRows {
-			flushEvents()
-		}
 		if o.next < len(o.events) {
 			heap.Push(h, pending{due: p.due.Add(minStep + time.Duration(rng.Int64N(int64(maxStep-minStep)))), order: o})
 		}
-		return nil
+		return im.Event(eventstore.Record{Position: position, StreamID: domain.OrderID(o.id), Version: o.next, Event: e,
+			Metadata: eventstore.Metadata{CorrelationID: o.corr, CausationID: cause}, OccurredAt: p.due})
 	}
 	for id := 1; id <= orders && ctx.Err() == nil; id++ {
 		now := start.Add(time.Duration(id) * placeEvery)
@@ -181,14 +129,8 @@ func fill(ctx context.Context, db *sql.DB, events int, progress func(done int64)
 				return 0, 0, err
 			}
 		}
-		if idRows == 0 {
-			ids.WriteString("INSERT INTO order_ids (order_id, created_at) VALUES")
-		} else {
-			ids.WriteByte(',')
-		}
-		fmt.Fprintf(&ids, "\n(%d,'%s')", id, now.Format("2006-01-02 15:04:05.000000"))
-		if idRows++; idRows == insertRows {
-			flushIDs()
+		if err := im.Order(domain.OrderID(id), now); err != nil {
+			return 0, 0, err
 		}
 		if err := emit(pending{due: now, order: newOrder(rng, id)}); err != nil {
 			return 0, 0, err
@@ -199,22 +141,8 @@ func fill(ctx context.Context, db *sql.DB, events int, progress func(done int64)
 			return 0, 0, err
 		}
 	}
-	flushEvents()
-	flushIDs()
-	close(batches)
-	wg.Wait()
-	if firstErr == nil {
-		firstErr = ctx.Err()
+	if err := im.Close(); err != nil {
+		return 0, 0, fmt.Errorf("fill the log: %w", err)
 	}
-	if firstErr != nil {
-		return 0, 0, fmt.Errorf("fill the log: %w", firstErr)
-	}
-	return orders, position, nil
-}
-
-// sqlString quotes b as a MySQL string literal. The generated JSON holds no quote or
-// backslash that would need more than this (json.Marshal escapes control characters).
-func sqlString(b []byte) string {
-	s := strings.ReplaceAll(string(b), `\`, `\\`)
-	return "'" + strings.ReplaceAll(s, "'", `\'`) + "'"
+	return orders, position, ctx.Err()
 }

@@ -118,7 +118,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			return err
 		}
 		start := time.Now()
-		orders, events, err := fill(ctx, db, o.events, nil)
+		orders, events, err := fill(ctx, db, o.events)
 		if err != nil {
 			return err
 		}

@@ -80,7 +80,7 @@ func rowOf(o *domain.Order) order {
 // recs. It first takes the projection's consumer lock in share mode (see lockConsumers:
 // a rebuild's swap takes it exclusively), then applies recs to the live tables.
 func Apply(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) error {
-	if err := lockShared(ctx, tx); err != nil {
+	if err := projections.ShareConsumerLock(ctx, tx, Name); err != nil {
 		return err
 	}
 	return live.apply(ctx, tx, recs)

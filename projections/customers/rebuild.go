@@ -31,29 +31,6 @@ func (Projection) Name() string { return Name }
 // Version implements projections.Projection.
 func (Projection) Version() int { return Version }
 
-// lockShared takes the projection's consumer lock in share mode, in a consumer's transaction
-// and before it reads either table: consumers share it, and a rebuild's swap, which takes it
-// exclusively, waits for every consumer's transaction to end and holds off the next ones.
-// It is the projection's row in the projections table (migration 012 writes it); under READ
-// COMMITTED the read locks that row only.
-func lockShared(ctx context.Context, tx eventstore.Tx) error {
-	rows, err := tx.QueryContext(ctx, `SELECT version FROM projections WHERE name = ? LOCK IN SHARE MODE`, Name)
-	if err != nil {
-		return fmt.Errorf("customers: take the consumer lock: %w", err)
-	}
-	return rows.Close()
-}
-
-// lockConsumers takes the consumer lock exclusively in tx, writing the projection's row if
-// it is missing: once it returns, no consumer is applying events, and none starts until tx ends.
-func lockConsumers(ctx context.Context, tx *sql.Tx) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO projections (name, version) VALUES (?, 0) ON DUPLICATE KEY UPDATE name = name`, Name)
-	if err != nil {
-		return fmt.Errorf("customers: hold off the consumers: %w", err)
-	}
-	return nil
-}
-
 // beforeSwap runs between the catch-up and the swap, with the snapshot's position; tests
 // hold a rebuild there while the consumers apply events to the old tables.
 var beforeSwap = func(int64) {}
@@ -259,7 +236,7 @@ func swap(ctx context.Context, db *sql.DB, conn *sql.Conn, since int64, applied 
 		return 0, fmt.Errorf("swap: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	if err := lockConsumers(ctx, tx); err != nil {
+	if err := projections.HoldConsumers(ctx, tx, Name); err != nil {
 		return 0, fmt.Errorf("swap: %w", err)
 	}
 	n, err := catchUp(ctx, db, since, applied)

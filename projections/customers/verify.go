@@ -51,7 +51,7 @@ func verify(ctx context.Context, db *sql.DB, lock *projections.Lock, opts projec
 		return stats, err
 	}
 	defer hold.Rollback() //nolint:errcheck // it only holds the consumers off
-	if err := lockConsumers(ctx, hold); err != nil {
+	if err := projections.HoldConsumers(ctx, hold, Name); err != nil {
 		return stats, err
 	}
 	snap, err := projections.TakeSnapshot(ctx, db, lock.Conn(), 2)

@@ -81,8 +81,7 @@ function renderOrders(data) {
       el("td", { class: "items", text: itemsText(o.items), title: itemsText(o.items) }),
       el("td", { class: "num", text: money(o.totalCents) }),
       status,
-      el("td", { class: "stages" },
-        stage("payment", o.paymentStatus), stage("inventory", o.inventoryStatus), stage("email", o.emailSent ? "sent" : o.emailFailed ? "failed" : "pending")),
+      el("td", { class: "stages" }, ...data.stages.map((s) => stage(s.label, o.stages[s.component] || "unknown"))),
       el("td", { class: "muted nowrap", text: ago(o.updatedAt), title: new Date(o.updatedAt).toLocaleString() }));
     tr.addEventListener("click", () => openOrder(o.orderId));
     return tr;
