@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	_ "github.com/go-sql-driver/mysql"
 
+	"orderd/app"
 	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/eventstore"
@@ -111,7 +112,7 @@ func TestBuildRefusesUnknownStage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := Build(db, Config{Stage: "shipping", SMTP: mail.SMTPConfig{Addr: "127.0.0.1:1"}, MailFrom: "a@b.c"}, slog.Default()); !errors.Is(err, errUnknownStage) {
+	if _, err := Build(db, Config{Stage: "shipping", Adapters: app.Adapters{SMTP: mail.SMTPConfig{Addr: "127.0.0.1:1"}, MailFrom: "a@b.c"}}, slog.Default()); !errors.Is(err, errUnknownStage) {
 		t.Errorf("Build with STAGE=shipping: %v, want an unknown-stage error", err)
 	}
 }

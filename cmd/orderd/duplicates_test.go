@@ -186,7 +186,7 @@ func duplicatesSeam(t *testing.T, env *testenv.Env, mailDomain string) *duplicat
 		d.mu.Lock()
 		d.delivered[rec.EventID()]++
 		d.mu.Unlock()
-		return stages.Payment(ctx, rec)
+		return stages.Payment(ctx, pipeline.MustLookup(pipeline.Payment).Spec(), rec)
 	}
 	r, err := router.New(router.Config{Queues: qcfg, HandlerTimeout: cfg.HandlerTimeout, Retries: cfg.Retries}, sub, dlqPub, metrics.New(), log,
 		router.Stage{Name: pipeline.MustLookup(pipeline.Payment).Name, Queue: pipeline.PaymentQueue, Run: pay})
