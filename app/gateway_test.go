@@ -10,6 +10,7 @@ import (
 
 	"orderd/app"
 	"orderd/domain"
+	"orderd/internal/testenv"
 	"orderd/payment"
 	"orderd/pipeline"
 )
@@ -81,8 +82,8 @@ func TestGatewayErrorsPermanentAndTransient(t *testing.T) {
 	g := &scriptedGateway{inner: payment.Simulated{DeclineAboveCents: 100_000},
 		transientCharges: map[int64]int{flaky: 2}, permanentCharge: stolen, permanentRefund: expired,
 		charges: map[int64]int{}, refunds: map[int64]int{}}
-	s := startService(t, pipeline.Default(), app.Adapters{Gateway: g})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	s := startService(t, testenv.SQSImplementations[0], pipeline.Default(), app.Adapters{Gateway: g})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
 	refused := s.place(t, "stolen", domain.Item{SKU: "SKU-BOOK", Quantity: 2})
@@ -90,9 +91,9 @@ func TestGatewayErrorsPermanentAndTransient(t *testing.T) {
 	stuck := s.place(t, "expired", domain.Item{SKU: "SKU-POSTER", Quantity: 11})
 
 	waitFor(t, "the refused and the retried order to end", 30*time.Second, func() bool {
-		a, _ := s.order(t, refused)
+		a, events := s.order(t, refused) // payment_failed before its email is sent: wait for that too
 		b, _ := s.order(t, retried)
-		return a == domain.StatusPaymentFailed && b == domain.StatusCompleted
+		return a == domain.StatusPaymentFailed && len(events) == 3 && b == domain.StatusCompleted
 	})
 	status, events := s.order(t, refused)
 	if want := []string{domain.TypeOrderPlaced, domain.TypePaymentFailed, domain.TypeEmailSent}; strings.Join(events, ",") != strings.Join(want, ",") {

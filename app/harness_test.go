@@ -39,10 +39,10 @@ type service struct {
 }
 
 // startService assembles every component of p with adapters (MailFrom and, unless set, SMTP
-// are filled in) and runs them until the test ends.
-func startService(t *testing.T, p *pipeline.Pipeline, adapters app.Adapters) *service {
+// are filled in) on the SQS implementation impl, and runs them until the test ends.
+func startService(t *testing.T, impl testenv.SQS, p *pipeline.Pipeline, adapters app.Adapters) *service {
 	t.Helper()
-	env := testenv.New(t).WithMessaging(t)
+	env := testenv.New(t).WithMessagingOn(t, impl)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &service{env: env, mail: mailpit.New(env.MailpitURL), domain: env.ID + ".example"}
 	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -150,6 +150,7 @@ func (s *service) order(t *testing.T, id domain.OrderID) (status string, events 
 func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
+	defer func(start time.Time) { t.Logf("waited %s for %s", time.Since(start).Round(time.Millisecond), what) }(time.Now())
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("waited %s for %s", within, what)
