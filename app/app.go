@@ -97,6 +97,9 @@ type RelayConfig struct {
 	Publisher message.Publisher // sends outbox rows to SQS (queues.BatchPublisher)
 	// Recover runs after a failed pass: re-creating queues a restarted emulator lost.
 	Recover func(context.Context) error
+	// PollInterval is how often an idle relay looks for rows other processes wrote
+	// (0: outbox's default); this process's appends wake it at once.
+	PollInterval time.Duration
 	// IdempotencyTTL is how long an Idempotency-Key stays bound to its order (0: 24 h);
 	// DeadLetterRetention how long dead letters no longer holding an order and re-drive
 	// records are kept (0: 30 days). The defaults are orderd's.
@@ -264,7 +267,7 @@ func (a *App) buildRelay(cfg Config, writer *outbox.Writer, deadLog *deadletter.
 	}
 	countRefused := func(queue string) { a.Metrics.RelayRefused.WithLabelValues(queue).Inc() }
 	if a.Relay, err = outbox.NewRelay(cfg.DB, cfg.Relay.Publisher, deadLog, cfg.Log, outbox.RelayConfig{
-		Recover: cfg.Relay.Recover, OnRefused: countRefused, SigningKey: cfg.SigningKey}); err != nil {
+		Recover: cfg.Relay.Recover, OnRefused: countRefused, SigningKey: cfg.SigningKey, PollInterval: cfg.Relay.PollInterval}); err != nil {
 		return err
 	}
 	a.Store.OnCommit(func([]eventstore.Record) { a.Relay.Kick() })
