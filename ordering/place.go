@@ -1,7 +1,9 @@
-// Package ordering holds the use cases of the order pipeline: placing an order and the three
-// stages (payment, inventory, email) that move it on. It wires the domain's decisions to the
-// event store and to the outside world (gateway, stock, SMTP); transports (HTTP, Watermill,
-// Lambda) call it and know nothing of the rules.
+// Package ordering holds the use cases of the order pipeline: placing an order and the
+// stages that move it on (the built-in payment, inventory and email, and Stages.Take for any
+// other). It wires the domain's decisions to the event log and to the outside world
+// (gateway, stock, SMTP) through the small interfaces it declares (OrderLog, Prices,
+// StageStore, Stock), so its decisions can be tested without MySQL; transports (HTTP,
+// Watermill, Lambda) call it and know nothing of the rules.
 package ordering
 
 import (
