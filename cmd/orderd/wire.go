@@ -215,13 +215,13 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 // process runs (the SQS clients and publishers, the operators' login, the health checks).
 // Router is set when a stage runs.
 func (c config) app(db *sql.DB, log *slog.Logger) app.Config {
-	ac := app.Config{DB: db, Log: log, Queues: c.queues(), Components: c.Components, Adapters: c.adapters(),
+	ac := app.Config{DB: db, Log: log, Pipeline: pipeline.Default(), Queues: c.queues(), Components: c.Components, Adapters: c.adapters(),
 		SigningKey: c.SigningKey, RedriveAfter: c.RedriveAfter,
 		Relay: app.RelayConfig{IdempotencyTTL: c.IdempotencyTTL, DeadLetterRetention: c.DeadLetterRetention},
 		API: handlers.Config{AllowedOrigins: c.AllowedOrigins,
 			PlacementLimit: handlers.RateLimit{PerSecond: c.PlacementRate, TrustedProxies: c.TrustedProxies}},
 	}
-	if slices.ContainsFunc(pipeline.Components(), c.runs) {
+	if slices.ContainsFunc(ac.Pipeline.Components(), c.runs) {
 		ac.Router = &app.RouterConfig{HandlerTimeout: c.HandlerTimeout, Retries: c.Retries}
 	}
 	return ac
