@@ -7,13 +7,18 @@ import (
 	"orderd/domain"
 )
 
+// schema is what the store knows of an event type: the schema version this release writes
+// and a constructor for its payload.
+type schema struct {
+	version int
+	decode  func(json.RawMessage) (domain.Event, error)
+}
+
 // schemas lists, per event type, the schema version this release writes and a constructor
 // for its payload. Bump a version when a payload's shape changes, and add an upcaster below
 // that turns the old shape into the new one: live code and replay then see one shape only.
-var schemas = map[string]struct {
-	version int
-	decode  func(json.RawMessage) (domain.Event, error)
-}{
+// Event types of stages outside the built-in pipeline are added by Register.
+var schemas = map[string]schema{
 	domain.TypeOrderPlaced:                {2, decodeAs[domain.OrderPlaced]},
 	domain.TypePaymentCompleted:           {1, decodeAs[domain.PaymentCompleted]},
 	domain.TypePaymentFailed:              {1, decodeAs[domain.PaymentFailed]},
@@ -22,6 +27,26 @@ var schemas = map[string]struct {
 	domain.TypePaymentRefunded:            {1, decodeAs[domain.PaymentRefunded]},
 	domain.TypeEmailSent:                  {1, decodeAs[domain.EmailSent]},
 	domain.TypeEmailFailed:                {1, decodeAs[domain.EmailFailed]},
+}
+
+// Register teaches the store an event type it does not define, as gob.Register teaches gob
+// a type: T's EventType names it, and version is the schema version this release writes
+// (1 for a new type). A new stage's events need no edit of the store. Call it from an init
+// function or before the first store is built: the table is read without a lock. It
+// panics if the type is already known with another version, or if version is below 1.
+func Register[T domain.Event](version int) {
+	var zero T
+	typ := zero.EventType()
+	if version < 1 || typ == "" {
+		panic(fmt.Sprintf("eventstore: Register %T: want a type name and a version of at least 1, got %q, %d", zero, typ, version))
+	}
+	if s, ok := schemas[typ]; ok {
+		if s.version != version {
+			panic(fmt.Sprintf("eventstore: Register %s: already known at version %d, not %d", typ, s.version, version))
+		}
+		return
+	}
+	schemas[typ] = schema{version, decodeAs[T]}
 }
 
 // SchemaVersions returns, for every event type this release knows, the schema version it

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,8 @@ type Dashboard struct {
 	stallAfter time.Duration
 
 	customers *customers.Reader
+	// stages are the component names of the stages the orders list shows, in order.
+	stages []string
 }
 
 // orderReader is what the dashboard needs of the orders read model (orders.Reader).
@@ -107,7 +110,8 @@ func NewDashboard(db *sql.DB, catalog *ordering.Catalog, log *slog.Logger, stall
 		return nil, err
 	}
 	return &Dashboard{db: db, catalog: catalog, reader: reader, counts: counts, dead: dead, log: log, page: page,
-		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), customers: cust, stallAfter: stallAfter}, nil
+		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(static)), customers: cust, stallAfter: stallAfter,
+		stages: pipeline.Components()}, nil
 }
 
 // Routes registers the page, its assets and its JSON endpoints on r.
@@ -146,7 +150,7 @@ func (d *Dashboard) index(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := d.page.Execute(w, map[string]any{"Stock": stock, "StallAfter": int(d.stallAfter.Seconds()), "StagesHeader": stagesHeader()}); err != nil {
+	if err := d.page.Execute(w, map[string]any{"Stock": stock, "StallAfter": int(d.stallAfter.Seconds()), "StagesHeader": d.stagesHeader()}); err != nil {
 		d.log.WarnContext(r.Context(), "render dashboard", "error", err)
 	}
 }
@@ -184,18 +188,22 @@ type dashboardStage struct {
 
 // dashboardStages lists the pipeline's stages, in order, as the page shows them: the page
 // draws the stage cell of every order from this list, not from names of its own.
-func dashboardStages() []dashboardStage {
+func (d *Dashboard) dashboardStages() []dashboardStage {
 	var out []dashboardStage
-	for _, st := range pipeline.Stages() {
-		out = append(out, dashboardStage{Component: st.Component, Label: st.Component})
+	for _, c := range d.stages {
+		out = append(out, dashboardStage{Component: c, Label: c})
 	}
 	return out
 }
 
+// ShowStages sets the stages the orders list shows, by component name, in order: those of
+// the pipeline the service runs (the default pipeline's unless this is called).
+func (d *Dashboard) ShowStages(components []string) { d.stages = slices.Clone(components) }
+
 // stagesHeader is the heading of the orders list's stage column: "Payment · inventory · email".
-func stagesHeader() string {
+func (d *Dashboard) stagesHeader() string {
 	var labels []string
-	for _, st := range dashboardStages() {
+	for _, st := range d.dashboardStages() {
 		labels = append(labels, st.Label)
 	}
 	h := strings.Join(labels, " · ")
@@ -266,7 +274,7 @@ func (d *Dashboard) orders(w http.ResponseWriter, r *http.Request) {
 	}
 	list := make([]dashboardOrder, len(rows))
 	now := time.Now()
-	stages := dashboardStages()
+	stages := d.dashboardStages()
 	for i, o := range rows {
 		list[i] = dashboardOrder{OrderID: o.OrderID, CustomerName: o.CustomerName, CustomerEmail: o.CustomerEmail,
 			OrderStatus: o.OrderStatus, PaymentStatus: o.PaymentStatus, InventoryStatus: o.InventoryStatus, EmailSent: o.EmailSent, EmailFailed: o.EmailFailed,

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/outbox"
+	"orderd/pipeline"
 	"orderd/router"
 )
 
@@ -151,9 +153,9 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// errUnknownStage is returned for a STAGE other than payment, inventory or email.
+// errUnknownStage is returned for a STAGE that names no stage of the pipeline.
 var errUnknownStage = errors.New("unknown stage")
 
-func unknownStage(s string) error {
-	return fmt.Errorf("%w %q: want payment, inventory or email", errUnknownStage, s)
+func unknownStage(p *pipeline.Pipeline, s string) error {
+	return fmt.Errorf("%w %q: want one of %s", errUnknownStage, s, strings.Join(p.Components(), ", "))
 }

@@ -15,11 +15,14 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	_ "github.com/go-sql-driver/mysql"
 
+	"orderd/app"
 	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/mail"
+	"orderd/ordering"
 	"orderd/outbox"
+	"orderd/pipeline"
 )
 
 type fakeDead struct {
@@ -111,8 +114,36 @@ func TestBuildRefusesUnknownStage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := Build(db, Config{Stage: "shipping", SMTP: mail.SMTPConfig{Addr: "127.0.0.1:1"}, MailFrom: "a@b.c"}, slog.Default()); !errors.Is(err, errUnknownStage) {
+	if _, err := Build(db, Config{Stage: "shipping", Adapters: app.Adapters{SMTP: mail.SMTPConfig{Addr: "127.0.0.1:1"}, MailFrom: "a@b.c"}}, slog.Default()); !errors.Is(err, errUnknownStage) {
 		t.Errorf("Build with STAGE=shipping: %v, want an unknown-stage error", err)
+	}
+
+	// A pipeline with a shipping stage makes STAGE=shipping a function of its own, built
+	// from that stage's entry.
+	stages := pipeline.Default().Stages()
+	shipping := stages[1]
+	shipping.Name, shipping.Component, shipping.Queue, shipping.Steps = "shipping", "shipping", "ShippingQueue", nil
+	shipping.Triggers, shipping.Produces = []string{"ParcelPacked"}, nil
+	ran := 0
+	shipping.Run = func(*ordering.Stages, context.Context, ordering.StageSpec, eventstore.Record) error {
+		ran++
+		return nil
+	}
+	p, err := pipeline.New(append(stages, shipping)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Stage: "shipping", Pipeline: p, Adapters: app.Adapters{SMTP: mail.SMTPConfig{Addr: "127.0.0.1:1"}, MailFrom: "a@b.c"}}
+	fn, err := Build(db, cfg, slog.Default())
+	if err != nil {
+		t.Fatalf("Build with STAGE=shipping in a pipeline that has it: %v", err)
+	}
+	defer fn.Close()
+	if fn.Handler.queue != "ShippingQueue" {
+		t.Errorf("the shipping function consumes %q", fn.Handler.queue)
+	}
+	if err := fn.Handler.run(context.Background(), eventstore.Record{}); err != nil || ran != 1 {
+		t.Errorf("the function ran the entry's Run %d times (%v), want once", ran, err)
 	}
 }
 

@@ -14,9 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
-	"orderd/deadletter"
+	"orderd/app"
 	"orderd/domain"
-	"orderd/eventstore"
 	"orderd/internal/mailpit"
 	"orderd/internal/testenv"
 	"orderd/lambdastage"
@@ -24,9 +23,7 @@ import (
 	"orderd/ordering"
 	"orderd/outbox"
 	"orderd/pipeline"
-	"orderd/projections"
 	"orderd/queues"
-	"orderd/router"
 )
 
 // rig is a test's deployment: the three stage functions, a relay (the API server's job in
@@ -69,8 +66,8 @@ func newRig(t *testing.T) *rig {
 			t.Fatal(err)
 		}
 		r.urls[st.Component] = aws.ToString(out.QueueUrl)
-		fn, err := lambdastage.Build(env.DB, lambdastage.Config{Stage: st.Component, Queues: r.qcfg, SMTP: mail.SMTPConfig{Addr: env.SMTPAddr},
-			MailFrom: "shop@" + r.domain, DeclineAboveCents: 100000}, log)
+		fn, err := lambdastage.Build(env.DB, lambdastage.Config{Stage: st.Component, Queues: r.qcfg,
+			Adapters: app.Adapters{SMTP: mail.SMTPConfig{Addr: env.SMTPAddr}, MailFrom: "shop@" + r.domain, DeclineAboveCents: 100000}}, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,26 +78,15 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead, err := deadletter.NewLog(env.DB)
+	// The relay and the placer, as `orderd serve` assembles them.
+	a, err := app.Build(app.Config{DB: env.DB, Log: log, Queues: r.qcfg, Components: []string{app.ComponentRelay},
+		Relay: app.RelayConfig{Publisher: pub}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.relay, err = outbox.NewRelay(env.DB, pub, dead, log, outbox.RelayConfig{}); err != nil {
-		t.Fatal(err)
-	}
-	writer, err := outbox.NewWriter(router.Route(r.qcfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := eventstore.New(env.DB, projections.Orders{}, writer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	catalog, err := ordering.NewCatalog(env.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.placer, err = ordering.NewPlacer(store, catalog); err != nil {
+	t.Cleanup(func() { a.Close() })
+	r.relay = a.Relay
+	if r.placer, err = ordering.NewPlacer(a.Store, a.Catalog); err != nil {
 		t.Fatal(err)
 	}
 	return r

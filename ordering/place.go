@@ -1,7 +1,9 @@
-// Package ordering holds the use cases of the order pipeline: placing an order and the three
-// stages (payment, inventory, email) that move it on. It wires the domain's decisions to the
-// event store and to the outside world (gateway, stock, SMTP); transports (HTTP, Watermill,
-// Lambda) call it and know nothing of the rules.
+// Package ordering holds the use cases of the order pipeline: placing an order and the
+// stages that move it on (the built-in payment, inventory and email, and Stages.Take for any
+// other). It wires the domain's decisions to the event log and to the outside world
+// (gateway, stock, SMTP) through the small interfaces it declares (OrderLog, Prices,
+// StageStore, Stock), so its decisions can be tested without MySQL; transports (HTTP,
+// Watermill, Lambda) call it and know nothing of the rules.
 package ordering
 
 import (
@@ -17,12 +19,26 @@ import (
 
 // Placer places orders.
 type Placer struct {
-	store   *eventstore.Store
-	catalog *Catalog
+	store   OrderLog
+	catalog Prices
+}
+
+// OrderLog is what placing and reading orders needs of the event log (*eventstore.Store):
+// open a stream (idempotently), and keep the hashes of the capabilities that read it.
+type OrderLog interface {
+	Create(ctx context.Context, req eventstore.CreateRequest, events []domain.Event) (domain.OrderID, error)
+	GrantAccess(ctx context.Context, id domain.OrderID, hash []byte) error
+	HasAccess(ctx context.Context, id domain.OrderID, hash []byte) (bool, error)
+}
+
+// Prices is what placing an order needs of the catalogue (*Catalog): the current unit
+// price of each item, or an error naming an unknown one.
+type Prices interface {
+	Price(ctx context.Context, items []domain.Item) ([]domain.Item, error)
 }
 
 // NewPlacer returns a placer.
-func NewPlacer(store *eventstore.Store, catalog *Catalog) (*Placer, error) {
+func NewPlacer(store OrderLog, catalog Prices) (*Placer, error) {
 	if store == nil || catalog == nil {
 		return nil, errors.New("ordering: NewPlacer needs a store and a catalogue")
 	}

@@ -4,6 +4,7 @@ package payment
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -32,7 +33,8 @@ type RefundRequest struct {
 }
 
 // Gateway is what the payment stage charges through. Errors mean "could not ask" (network,
-// outage) and are retried; declines come back as results.
+// outage) and are retried, unless the adapter marks them Permanent; declines come back as
+// results.
 type Gateway interface {
 	Charge(ctx context.Context, req ChargeRequest) (ChargeResult, error)
 	Refund(ctx context.Context, req RefundRequest) (refundID string, err error)
@@ -62,3 +64,44 @@ func (s Simulated) Refund(ctx context.Context, req RefundRequest) (string, error
 	}
 	return "ref_" + req.IdempotencyKey, nil
 }
+
+// Permanent marks err as one that asking again cannot change: the gateway refused the
+// request for good (a card the provider will never accept, a payment that can no longer be
+// refunded), as opposed to "could not ask". reason says why, in words a shop can show; an
+// empty one falls back to err's text. The payment stage ends the order with PaymentFailed
+// for a permanent charge error and dead-letters a permanent refund error, instead of
+// retrying either for ever.
+func Permanent(err error, reason string) error {
+	if err == nil {
+		return nil
+	}
+	if reason == "" {
+		reason = err.Error()
+	}
+	return permanentError{err: err, reason: reason}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was marked by Permanent. Every
+// other gateway error is transient: retried.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// Reason returns why a permanent error is permanent, as Permanent was told; "" for any
+// other error.
+func Reason(err error) string {
+	var p permanentError
+	if !errors.As(err, &p) {
+		return ""
+	}
+	return p.reason
+}
+
+type permanentError struct {
+	err    error
+	reason string
+}
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }

@@ -1,23 +1,30 @@
 // Package pipeline is the one definition of the order pipeline's shape: which stages there
-// are, the queue each listens on, the events that trigger each and the events each may
-// produce. The routes (event type → queue), the stages' trigger checks, the queues that are
-// created and dead-lettered, the ORDERD_COMPONENTS names and the Lambda STAGE values are all
-// derived from the table here; a test checks that the domain's order of steps agrees with it.
+// are, the queue each listens on, the events that trigger each, the events each may produce
+// and the function each runs. A Pipeline is a value: Default is the built-in one (payment,
+// inventory, email), and New builds and checks another (a test's toy fourth stage, a
+// deployment's extra stage). The routes (event type → queue), the stages' trigger checks,
+// the queues that are created and dead-lettered, the ORDERD_COMPONENTS names and the Lambda
+// STAGE values are all derived from the Pipeline the assembly (package app) was given; a
+// test checks that the domain's order of steps agrees with the default.
 //
-// It imports only the domain (for event type names) and the event store's record type (for
-// the stage function's signature), so that the domain-free layers — queues, router, ordering,
-// lambdastage, cmd — can all import it without cycles.
+// It imports the domain (for event type names), the event store's record type and the use
+// cases (ordering) whose functions its entries name. Nothing below it imports it, so the
+// transport layers — queues, router, lambdastage, app, cmd — can all derive from it.
 package pipeline
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 
 	"orderd/domain"
 	"orderd/eventstore"
+	"orderd/ordering"
 )
 
-// The stages' component names: the ORDERD_COMPONENTS names and the Lambda STAGE values.
+// The built-in stages' component names: the ORDERD_COMPONENTS names and the Lambda STAGE
+// values.
 const (
 	Payment   = "payment"
 	Inventory = "inventory"
@@ -34,13 +41,12 @@ const (
 // Func is a stage's function as the router and the Lambda handler call it.
 type Func = func(ctx context.Context, trigger eventstore.Record) error
 
-// Steps is what carries out the stages' work (ordering.Stages); a stage's Run names its
-// method, so the table can say which function a stage runs without importing ordering.
-type Steps interface {
-	Payment(ctx context.Context, trigger eventstore.Record) error
-	Inventory(ctx context.Context, trigger eventstore.Record) error
-	Email(ctx context.Context, trigger eventstore.Record) error
-}
+// Run is a stage's function before it is bound to the use cases: given the stages' shared
+// dependencies (store, catalogue, gateway, mailer) and what the stage is (its name and the
+// triggers it accepts, from its entry), it takes the stage's step for trigger. Built-in
+// stages name a method of ordering.Stages; a new stage writes a function that calls
+// ordering.Stages.Take or TakeTx with its own decision.
+type Run = func(s *ordering.Stages, ctx context.Context, spec ordering.StageSpec, trigger eventstore.Record) error
 
 // Stage is one stage of the pipeline.
 type Stage struct {
@@ -49,7 +55,8 @@ type Stage struct {
 	Name string
 	// Component is the stage's ORDERD_COMPONENTS name and its Lambda STAGE value.
 	Component string
-	// Steps are the domain's steps (domain.Order.NextStep) the stage takes.
+	// Steps are the domain's steps (domain.Order.NextStep) the stage takes; a stage whose
+	// decision lives outside the domain's state machine (a toy stage in a test) has none.
 	Steps []domain.Step
 	// Queue is the unprefixed name of the queue the stage listens on; each has a
 	// dead-letter queue beside it.
@@ -59,47 +66,167 @@ type Stage struct {
 	Triggers []string
 	// Produces are the event types the stage may append.
 	Produces []string
-	// Run is the stage's function, as a method of Steps.
-	Run func(s Steps, ctx context.Context, trigger eventstore.Record) error
+	// Run is the stage's function.
+	Run Run
 }
 
-// stages is the pipeline, in the order an order passes through it. An event type that
-// triggers no stage (EmailSent, EmailFailed) ends the order's path.
-var stages = []Stage{
-	{
-		Name: "payment-charge-or-refund", Component: Payment, Queue: PaymentQueue,
-		Steps:    []domain.Step{domain.StepPayment, domain.StepRefund},
-		Triggers: []string{domain.TypeOrderPlaced, domain.TypeInventoryReservationFailed}, // charge; refund
-		Produces: []string{domain.TypePaymentCompleted, domain.TypePaymentFailed, domain.TypePaymentRefunded},
-		Run:      Steps.Payment,
-	},
-	{
-		Name: "inventory-reserve-on-payment-completed", Component: Inventory, Queue: InventoryQueue,
-		Steps:    []domain.Step{domain.StepInventory},
-		Triggers: []string{domain.TypePaymentCompleted},
-		Produces: []string{domain.TypeInventoryReserved, domain.TypeInventoryReservationFailed},
-		Run:      Steps.Inventory,
-	},
-	{
-		Name: "email-notify-customer", Component: Email, Queue: EmailQueue,
-		Steps:    []domain.Step{domain.StepEmail},
-		Triggers: []string{domain.TypeInventoryReserved, domain.TypePaymentFailed, domain.TypePaymentRefunded},
-		Produces: []string{domain.TypeEmailSent, domain.TypeEmailFailed},
-		Run:      Steps.Email,
-	},
+// Spec is what ordering needs to know of the stage to check a trigger against it.
+func (s Stage) Spec() ordering.StageSpec {
+	return ordering.StageSpec{Name: s.Component, Triggers: slices.Clone(s.Triggers)}
 }
+
+// Func returns the stage's function bound to stages.
+func (s Stage) Func(stages *ordering.Stages) Func {
+	spec := s.Spec()
+	return func(ctx context.Context, trigger eventstore.Record) error { return s.Run(stages, ctx, spec, trigger) }
+}
+
+func (s Stage) clone() Stage {
+	s.Steps, s.Triggers, s.Produces = slices.Clone(s.Steps), slices.Clone(s.Triggers), slices.Clone(s.Produces)
+	return s
+}
+
+// Pipeline is a checked list of stages, in the order an order passes through them. It is
+// immutable: every accessor returns copies.
+type Pipeline struct {
+	stages []Stage
+}
+
+// New returns the pipeline of stages, in order, after checking what every derivation relies
+// on: each stage has a name, a component, a queue, triggers and a function; names,
+// components and queues are unique; and no event type triggers two stages, so that each has
+// one route.
+func New(stages ...Stage) (*Pipeline, error) {
+	if len(stages) == 0 {
+		return nil, errors.New("pipeline: no stages")
+	}
+	names, comps, qs := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	triggered := map[string]string{}
+	p := &Pipeline{}
+	for _, st := range stages {
+		if st.Name == "" || st.Component == "" || st.Queue == "" || st.Run == nil || len(st.Triggers) == 0 {
+			return nil, fmt.Errorf("pipeline: stage %q: name, component, queue, triggers and function must all be set", st.Name)
+		}
+		for _, u := range []struct {
+			what, v string
+			seen    map[string]bool
+		}{{"name", st.Name, names}, {"component", st.Component, comps}, {"queue", st.Queue, qs}} {
+			if u.seen[u.v] {
+				return nil, fmt.Errorf("pipeline: %s %q is used by two stages", u.what, u.v)
+			}
+			u.seen[u.v] = true
+		}
+		for _, tr := range st.Triggers {
+			if other, ok := triggered[tr]; ok {
+				return nil, fmt.Errorf("pipeline: %s triggers both %s and %s; an event type has one route", tr, other, st.Component)
+			}
+			triggered[tr] = st.Component
+		}
+		p.stages = append(p.stages, st.clone())
+	}
+	return p, nil
+}
+
+// builtIn is the built-in pipeline. An event type that triggers no stage (EmailSent,
+// EmailFailed) ends the order's path.
+var builtIn = func() *Pipeline {
+	p, err := New(
+		Stage{
+			Name: "payment-charge-or-refund", Component: Payment, Queue: PaymentQueue,
+			Steps:    []domain.Step{domain.StepPayment, domain.StepRefund},
+			Triggers: []string{domain.TypeOrderPlaced, domain.TypeInventoryReservationFailed}, // charge; refund
+			Produces: []string{domain.TypePaymentCompleted, domain.TypePaymentFailed, domain.TypePaymentRefunded},
+			Run:      (*ordering.Stages).Payment,
+		},
+		Stage{
+			Name: "inventory-reserve-on-payment-completed", Component: Inventory, Queue: InventoryQueue,
+			Steps:    []domain.Step{domain.StepInventory},
+			Triggers: []string{domain.TypePaymentCompleted},
+			Produces: []string{domain.TypeInventoryReserved, domain.TypeInventoryReservationFailed},
+			Run:      (*ordering.Stages).Inventory,
+		},
+		Stage{
+			Name: "email-notify-customer", Component: Email, Queue: EmailQueue,
+			Steps:    []domain.Step{domain.StepEmail},
+			Triggers: []string{domain.TypeInventoryReserved, domain.TypePaymentFailed, domain.TypePaymentRefunded},
+			Produces: []string{domain.TypeEmailSent, domain.TypeEmailFailed},
+			Run:      (*ordering.Stages).Email,
+		},
+	)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}()
+
+// Default returns the built-in pipeline: payment, inventory, email.
+func Default() *Pipeline { return builtIn }
 
 // Stages returns the pipeline's stages, in order.
-func Stages() []Stage { return slices.Clone(stages) }
+func (p *Pipeline) Stages() []Stage {
+	out := make([]Stage, len(p.stages))
+	for i, s := range p.stages {
+		out[i] = s.clone()
+	}
+	return out
+}
 
 // Lookup returns the stage whose component name is component.
-func Lookup(component string) (Stage, bool) {
-	i := slices.IndexFunc(stages, func(s Stage) bool { return s.Component == component })
+func (p *Pipeline) Lookup(component string) (Stage, bool) {
+	i := slices.IndexFunc(p.stages, func(s Stage) bool { return s.Component == component })
 	if i < 0 {
 		return Stage{}, false
 	}
-	return stages[i], true
+	return p.stages[i].clone(), true
 }
+
+// Components returns the stages' component names, in order.
+func (p *Pipeline) Components() []string {
+	out := make([]string, len(p.stages))
+	for i, s := range p.stages {
+		out[i] = s.Component
+	}
+	return out
+}
+
+// Queues returns the stages' unprefixed queue names, in order.
+func (p *Pipeline) Queues() []string {
+	out := make([]string, len(p.stages))
+	for i, s := range p.stages {
+		out[i] = s.Queue
+	}
+	return out
+}
+
+// ForStep returns the stage that takes the domain's step.
+func (p *Pipeline) ForStep(step domain.Step) (Stage, bool) {
+	i := slices.IndexFunc(p.stages, func(s Stage) bool { return slices.Contains(s.Steps, step) })
+	if i < 0 {
+		return Stage{}, false
+	}
+	return p.stages[i].clone(), true
+}
+
+// QueueFor returns the unprefixed queue of the stage that eventType triggers, or "" if it
+// triggers none (it ends the order's path).
+func (p *Pipeline) QueueFor(eventType string) string {
+	for _, s := range p.stages {
+		if slices.Contains(s.Triggers, eventType) {
+			return s.Queue
+		}
+	}
+	return ""
+}
+
+// The default pipeline's derivations, for code and tests that only ever run the built-in
+// stages (the orderd binary's flags, the SAM template's test). Code handed a Pipeline uses
+// its methods instead.
+
+// Stages returns the default pipeline's stages.
+func Stages() []Stage { return builtIn.Stages() }
+
+// Lookup looks a component up in the default pipeline.
+func Lookup(component string) (Stage, bool) { return builtIn.Lookup(component) }
 
 // MustLookup is Lookup for a component name the code itself names; it panics on any other.
 func MustLookup(component string) Stage {
@@ -110,45 +237,14 @@ func MustLookup(component string) Stage {
 	return s
 }
 
-// Components returns the stages' component names, in order.
-func Components() []string {
-	out := make([]string, len(stages))
-	for i, s := range stages {
-		out[i] = s.Component
-	}
-	return out
-}
+// Components returns the default pipeline's component names.
+func Components() []string { return builtIn.Components() }
 
-// Queues returns the stages' unprefixed queue names, in order.
-func Queues() []string {
-	out := make([]string, len(stages))
-	for i, s := range stages {
-		out[i] = s.Queue
-	}
-	return out
-}
+// Queues returns the default pipeline's unprefixed queue names.
+func Queues() []string { return builtIn.Queues() }
 
-// ForStep returns the stage that takes the domain's step.
-func ForStep(step domain.Step) (Stage, bool) {
-	i := slices.IndexFunc(stages, func(s Stage) bool { return slices.Contains(s.Steps, step) })
-	if i < 0 {
-		return Stage{}, false
-	}
-	return stages[i], true
-}
+// ForStep returns the default pipeline's stage that takes step.
+func ForStep(step domain.Step) (Stage, bool) { return builtIn.ForStep(step) }
 
-// QueueFor returns the unprefixed queue of the stage that eventType triggers, or "" if it
-// triggers none (it ends the order's path).
-func QueueFor(eventType string) string {
-	for _, s := range stages {
-		if slices.Contains(s.Triggers, eventType) {
-			return s.Queue
-		}
-	}
-	return ""
-}
-
-// Func returns the stage's function bound to steps.
-func (s Stage) Func(steps Steps) Func {
-	return func(ctx context.Context, trigger eventstore.Record) error { return s.Run(steps, ctx, trigger) }
-}
+// QueueFor returns the default pipeline's queue that eventType is routed to.
+func QueueFor(eventType string) string { return builtIn.QueueFor(eventType) }

@@ -179,3 +179,47 @@ func TestTableIsWellFormed(t *testing.T) {
 		t.Errorf("stages %v, want %v", got, want)
 	}
 }
+
+// TestNewChecksTheTable checks that a pipeline other than the default is refused when a
+// derivation could not work with it, and that Default's stages cannot be changed through
+// what Stages returns.
+func TestNewChecksTheTable(t *testing.T) {
+	base := pipeline.Default().Stages()
+	extra := pipeline.Stage{Name: "shipping", Component: "shipping", Queue: "ShippingQueue",
+		Triggers: []string{"ParcelPacked"}, Run: base[0].Run}
+	for name, c := range map[string]struct {
+		change func(st []pipeline.Stage) []pipeline.Stage
+		err    string
+	}{
+		"a stage added":     {func(st []pipeline.Stage) []pipeline.Stage { return append(st, extra) }, ""},
+		"no stages":         {func([]pipeline.Stage) []pipeline.Stage { return nil }, "no stages"},
+		"a name used twice": {func(st []pipeline.Stage) []pipeline.Stage { e := extra; e.Name = st[0].Name; return append(st, e) }, "name"},
+		"a component twice": {func(st []pipeline.Stage) []pipeline.Stage {
+			e := extra
+			e.Component = st[1].Component
+			return append(st, e)
+		}, "component"},
+		"a queue twice": {func(st []pipeline.Stage) []pipeline.Stage { e := extra; e.Queue = st[2].Queue; return append(st, e) }, "queue"},
+		"a trigger twice": {func(st []pipeline.Stage) []pipeline.Stage {
+			e := extra
+			e.Triggers = st[1].Triggers
+			return append(st, e)
+		}, "triggers both"},
+		"a stage without Run":      {func(st []pipeline.Stage) []pipeline.Stage { e := extra; e.Run = nil; return append(st, e) }, "function"},
+		"a stage without triggers": {func(st []pipeline.Stage) []pipeline.Stage { e := extra; e.Triggers = nil; return append(st, e) }, "triggers"},
+	} {
+		p, err := pipeline.New(c.change(pipeline.Default().Stages())...)
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%s: %v", name, err)
+		case c.err == "" && (p.QueueFor("ParcelPacked") != "ShippingQueue" || len(p.Queues()) != 4):
+			t.Errorf("%s: queues %v, ParcelPacked → %q", name, p.Queues(), p.QueueFor("ParcelPacked"))
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%s: %v, want an error about %q", name, err, c.err)
+		}
+	}
+	base[2].Triggers[0] = "Changed"
+	if got := pipeline.Default().Stages()[2].Triggers[0]; got != domain.TypeInventoryReserved {
+		t.Errorf("changing a copy changed the default: %s", got)
+	}
+}

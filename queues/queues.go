@@ -43,14 +43,24 @@ type Config struct {
 	VisibilityTimeout time.Duration
 	// MaxReceiveCount is how many receives a message gets before SQS moves it to the DLQ.
 	MaxReceiveCount int
+	// Pipeline is the pipeline whose stage queues these are; nil is pipeline.Default().
+	Pipeline *pipeline.Pipeline
+}
+
+// Stages returns the pipeline whose stage queues these are.
+func (c Config) Stages() *pipeline.Pipeline {
+	if c.Pipeline == nil {
+		return pipeline.Default()
+	}
+	return c.Pipeline
 }
 
 // Name returns the prefixed name of queue.
 func (c Config) Name(queue string) string { return c.Prefix + queue }
 
-// All returns the prefixed names of the stage queues, from the pipeline table.
+// All returns the prefixed names of the stage queues, from the pipeline.
 func (c Config) All() []string {
-	out := pipeline.Queues()
+	out := c.Stages().Queues()
 	for i, q := range out {
 		out[i] = c.Name(q)
 	}

@@ -26,12 +26,12 @@ import (
 	"orderd/tracing"
 )
 
-// Route returns the outbox route of the order flow, from the pipeline table: each event goes
-// to the queue of the stage it triggers. An event that triggers no stage (EmailSent,
-// EmailFailed) ends the path and goes nowhere.
+// Route returns the outbox route of the order flow, from the pipeline q's queues belong to:
+// each event goes to the queue of the stage it triggers. An event that triggers no stage
+// (EmailSent, EmailFailed) ends the path and goes nowhere.
 func Route(q queues.Config) outbox.Route {
 	byType := map[string]string{}
-	for _, st := range pipeline.Stages() {
+	for _, st := range q.Stages().Stages() {
 		for _, t := range st.Triggers {
 			byType[t] = q.Name(st.Queue)
 		}

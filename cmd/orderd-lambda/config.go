@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	netmail "net/mail"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/go-sql-driver/mysql"
 
+	"orderd/app"
 	"orderd/lambdastage"
 	"orderd/mail"
 	"orderd/outbox"
@@ -32,6 +32,7 @@ type config struct {
 	QueuePrefix       string
 	SMTPAddr          string
 	MailFrom          string
+	PaymentGateway    string // PAYMENT_GATEWAY, as for orderd
 	DeclineAboveCents int64
 	MySQLMaxConns     int
 	// The SMTP login, as orderd serve reads it: SMTP_USERNAME and SMTP_PASSWORD for local
@@ -60,6 +61,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		SMTPAddr:    get("SMTP_ADDR", "127.0.0.1:1025"),
 		MailFrom:    get("MAIL_FROM", "orders@shop.localhost"),
 
+		PaymentGateway: get("PAYMENT_GATEWAY", app.GatewaySimulated),
+
 		SMTPUsername:  getenv("SMTP_USERNAME"),
 		SMTPPassword:  getenv("SMTP_PASSWORD"),
 		SMTPSecretARN: getenv("SMTP_SECRET_ARN"),
@@ -73,19 +76,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return c, errors.New("MYSQL_DSN or DB_SECRET_ARN: one must be set")
 	}
 	if c.DeclineAboveCents, err = strconv.ParseInt(get("PAYMENT_DECLINE_ABOVE_CENTS", "100000"), 10, 64); err != nil || c.DeclineAboveCents < 0 {
-		return c, fmt.Errorf("PAYMENT_DECLINE_ABOVE_CENTS: want a non-negative integer, got %q", getenv("PAYMENT_DECLINE_ABOVE_CENTS"))
+		return c, fmt.Errorf("PAYMENT_DECLINE_ABOVE_CENTS: must be a non-negative whole number of cents, got %q", getenv("PAYMENT_DECLINE_ABOVE_CENTS"))
 	}
 	// One connection per record of a batch (at most ten), each held for one transaction.
 	if c.MySQLMaxConns, err = strconv.Atoi(get("MYSQL_MAX_CONNS", "10")); err != nil || c.MySQLMaxConns < 1 {
 		return c, fmt.Errorf("MYSQL_MAX_CONNS: want a positive integer, got %q", getenv("MYSQL_MAX_CONNS"))
 	}
-	if a, err := netmail.ParseAddress(c.MailFrom); err != nil || a.Address != c.MailFrom {
-		return c, fmt.Errorf("MAIL_FROM: must be a plain email address, got %q", c.MailFrom)
-	}
 	if c.SMTPSecretARN != "" && (c.SMTPUsername != "" || c.SMTPPassword != "") {
 		return c, errors.New("SMTP_SECRET_ARN: the login comes from the secret or from SMTP_USERNAME and SMTP_PASSWORD, not both")
 	}
-	if err := c.smtp(c.SMTPUsername, c.SMTPPassword).Validate(); err != nil {
+	if err := c.adapters(c.SMTPUsername, c.SMTPPassword).Validate(); err != nil {
 		return c, err
 	}
 	if c.SigningKey, err = outbox.SigningKey(getenv("MESSAGE_SIGNING_KEY")); err != nil {
@@ -94,9 +94,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return c, nil
 }
 
-// smtp returns the mail server's settings with the given login.
-func (c config) smtp(username, password string) mail.SMTPConfig {
-	return mail.SMTPConfig{Addr: c.SMTPAddr, Username: username, Password: password, TLS: c.SMTPTLS}
+// adapters returns the payment gateway and mail server settings, with the given SMTP login.
+func (c config) adapters(username, password string) app.Adapters {
+	return app.Adapters{PaymentGateway: c.PaymentGateway, DeclineAboveCents: c.DeclineAboveCents, MailFrom: c.MailFrom,
+		SMTP: mail.SMTPConfig{Addr: c.SMTPAddr, Username: username, Password: password, TLS: c.SMTPTLS}}
 }
 
 // stage returns the stage's configuration, with the SMTP login read from SMTP_SECRET_ARN
@@ -113,13 +114,13 @@ func (c config) stage(ctx context.Context, sm secretGetter) (lambdastage.Config,
 			return lambdastage.Config{}, fmt.Errorf("SMTP secret %s: not JSON: want {\"username\",\"password\"} ({} for a relay that needs no login)", c.SMTPSecretARN)
 		}
 		username, password = login.Username, login.Password
-		if err := c.smtp(username, password).Validate(); err != nil {
+		if err := c.adapters(username, password).SMTP.Validate(); err != nil {
 			return lambdastage.Config{}, fmt.Errorf("SMTP secret %s: %w", c.SMTPSecretARN, err)
 		}
 	}
 	return lambdastage.Config{
 		Stage: c.Stage, Queues: queues.Config{Region: c.Region, Prefix: c.QueuePrefix},
-		SMTP: c.smtp(username, password), MailFrom: c.MailFrom, DeclineAboveCents: c.DeclineAboveCents, SigningKey: c.SigningKey,
+		Adapters: c.adapters(username, password), SigningKey: c.SigningKey,
 	}, nil
 }
 

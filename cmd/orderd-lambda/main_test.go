@@ -51,6 +51,8 @@ func TestLoadConfig(t *testing.T) {
 		{"other stage", map[string]string{"STAGE": "shipping", "MYSQL_DSN": "x"}, "STAGE"},
 		{"no database", map[string]string{"STAGE": "inventory"}, "DB_SECRET_ARN"},
 		{"bad limit", map[string]string{"STAGE": "payment", "MYSQL_DSN": "x", "PAYMENT_DECLINE_ABOVE_CENTS": "-1"}, "PAYMENT_DECLINE_ABOVE_CENTS"},
+		{"simulated gateway", map[string]string{"STAGE": "payment", "MYSQL_DSN": "x", "PAYMENT_GATEWAY": "simulated"}, ""},
+		{"unknown gateway", map[string]string{"STAGE": "payment", "MYSQL_DSN": "x", "PAYMENT_GATEWAY": "stripe"}, "PAYMENT_GATEWAY: want one of simulated"},
 		{"bad from", map[string]string{"STAGE": "email", "MYSQL_DSN": "x", "MAIL_FROM": "Shop <a@b.c>"}, "MAIL_FROM"},
 		{"smtp login", map[string]string{"STAGE": "email", "MYSQL_DSN": "x", "SMTP_USERNAME": "u", "SMTP_PASSWORD": "p"}, ""},
 		{"smtp password in plain text", map[string]string{"STAGE": "email", "MYSQL_DSN": "x", "SMTP_USERNAME": "u", "SMTP_PASSWORD": "p", "SMTP_TLS": "off"}, "SMTP_PASSWORD"},
@@ -119,11 +121,11 @@ func TestSMTPLoginFromSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sm.asked != arn || st.SMTP.Username != "AKIAEXAMPLE" || st.SMTP.Password != "s3cr3t-from-secret" || st.SMTP.Addr != base["SMTP_ADDR"] {
-		t.Errorf("asked %q, SMTP config %v", sm.asked, st.SMTP)
+	if sm.asked != arn || st.Adapters.SMTP.Username != "AKIAEXAMPLE" || st.Adapters.SMTP.Password != "s3cr3t-from-secret" || st.Adapters.SMTP.Addr != base["SMTP_ADDR"] {
+		t.Errorf("asked %q, SMTP config %v", sm.asked, st.Adapters.SMTP)
 	}
-	if st, err := cfg.stage(context.Background(), &fakeSecrets{value: `{}`}); err != nil || st.SMTP.Username != "" {
-		t.Errorf("an empty secret (a relay without login): %v, %v", st.SMTP, err)
+	if st, err := cfg.stage(context.Background(), &fakeSecrets{value: `{}`}); err != nil || st.Adapters.SMTP.Username != "" {
+		t.Errorf("an empty secret (a relay without login): %v, %v", st.Adapters.SMTP, err)
 	}
 	for _, bad := range []string{"", "not json", `{"username":"u"}`} {
 		_, err := cfg.stage(context.Background(), &fakeSecrets{value: bad})

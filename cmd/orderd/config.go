@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	netmail "net/mail"
 	"net/netip"
 	"net/url"
 	"runtime/debug"
@@ -20,28 +19,23 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-sql-driver/mysql"
 
+	"orderd/app"
 	"orderd/mail"
 	"orderd/outbox"
 	"orderd/pipeline"
 	"orderd/queues"
 )
 
-// Components that `orderd serve` can run besides the pipeline's stages (whose names come
-// from the pipeline table); by default all of them, in one process.
-const (
-	componentAPI       = "api"
-	componentRelay     = "relay"
-	componentCustomers = "customers" // keeps the per-customer read model from the log's feed
-)
-
-var allComponents = slices.Concat([]string{componentAPI}, pipeline.Components(), []string{componentRelay, componentCustomers})
+// allComponents are the components `orderd serve` can run (the API, the default pipeline's
+// stages, the relay, the customers consumer); by default all of them, in one process.
+var allComponents = app.Components(pipeline.Default())
 
 // configKeys lists every environment variable orderd reads; nothing else reads the
 // environment.
 var configKeys = []string{
 	"MYSQL_DSN", "SQS_ENDPOINT", "SQS_EMULATOR", "AWS_REGION", "QUEUE_PREFIX", "HTTP_ADDR", "SMTP_ADDR", "MAIL_FROM",
 	"SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS",
-	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "QUEUE_RECEIVERS", "QUEUE_IN_FLIGHT", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
+	"CORS_ALLOWED_ORIGINS", "ORDERD_COMPONENTS", "QUEUE_RECEIVERS", "QUEUE_IN_FLIGHT", "PAYMENT_GATEWAY", "PAYMENT_DECLINE_ABOVE_CENTS", "REDRIVE_AFTER",
 	"PPROF_ADDR", "MYSQL_MAX_CONNS", "VISIBILITY_TIMEOUT", "REBUILD_ON_VERSION_CHANGE",
 	"READY_MAX_LAG", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 	"GOGC", "GOMEMLIMIT", "OPERATOR_PASSWORD", "MESSAGE_SIGNING_KEY",
@@ -72,8 +66,9 @@ type config struct {
 	MailFrom          string
 	AllowedOrigins    []string
 	Components        []string
-	QueueReceivers    int // receive loops per queue
-	QueueInFlight     int // most messages of one queue being handled at once
+	QueueReceivers    int    // receive loops per queue
+	QueueInFlight     int    // most messages of one queue being handled at once
+	PaymentGateway    string // PAYMENT_GATEWAY: which gateway charges (app.PaymentGateways)
 	DeclineAboveCents int64
 	RedriveAfter      time.Duration // an unfinished order unchanged this long is driven again
 	PprofAddr         string        // where to serve net/http/pprof; empty (the default) serves none
@@ -150,6 +145,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		AllowedOrigins:  splitList(get("CORS_ALLOWED_ORIGINS", "")),
 		Components:      splitList(get("ORDERD_COMPONENTS", strings.Join(allComponents, ","))),
 		PprofAddr:       get("PPROF_ADDR", ""),
+		PaymentGateway:  get("PAYMENT_GATEWAY", app.GatewaySimulated),
 		Retries:         3,
 		MaxReceiveCount: 5,
 		SMTPUsername:    secret(get("SMTP_USERNAME", "")),
@@ -342,10 +338,7 @@ func (c config) validate() error {
 			return fmt.Errorf("%s: must be host:port, got %q", hp.key, hp.val)
 		}
 	}
-	if a, err := netmail.ParseAddress(c.MailFrom); err != nil || a.Address != c.MailFrom {
-		return fmt.Errorf("MAIL_FROM: must be a plain email address, got %q", c.MailFrom)
-	}
-	if err := c.smtp().Validate(); err != nil {
+	if err := c.adapters().Validate(); err != nil {
 		return err
 	}
 	for _, p := range c.QueuePrefix {
@@ -364,9 +357,10 @@ func (c config) validate() error {
 	return nil
 }
 
-// smtp returns the mail server side of the configuration.
-func (c config) smtp() mail.SMTPConfig {
-	return mail.SMTPConfig{Addr: c.SMTPAddr, Username: c.SMTPUsername.reveal(), Password: c.SMTPPassword.reveal(), TLS: c.SMTPTLS}
+// adapters returns the payment gateway and mail server side of the configuration.
+func (c config) adapters() app.Adapters {
+	return app.Adapters{PaymentGateway: c.PaymentGateway, DeclineAboveCents: c.DeclineAboveCents, MailFrom: c.MailFrom,
+		SMTP: mail.SMTPConfig{Addr: c.SMTPAddr, Username: c.SMTPUsername.reveal(), Password: c.SMTPPassword.reveal(), TLS: c.SMTPTLS}}
 }
 
 // minOperatorPassword is the shortest OPERATOR_PASSWORD accepted: the operator's login guards

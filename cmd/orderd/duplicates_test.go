@@ -15,19 +15,15 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"orderd/deadletter"
+	"orderd/app"
 	"orderd/domain"
 	"orderd/eventstore"
 	"orderd/internal/testenv"
 	"orderd/mail"
-	"orderd/metrics"
 	"orderd/ordering"
-	"orderd/outbox"
 	"orderd/payment"
 	"orderd/pipeline"
-	"orderd/projections"
 	"orderd/queues"
-	"orderd/router"
 )
 
 // TestEveryMessageDeliveredTwice delivers every queue message twice, for real, through SQS
@@ -36,9 +32,8 @@ import (
 // reservation (stock), one email (Mailpit), and exactly each path's events.
 //
 // The service under test is `orderd serve` with its API, inventory and email stages, wired
-// by run() as in production. The relay and the payment stage run in the test, built from
-// the same packages, because orderd has no seam yet to wrap its relay's publisher or swap
-// its payment gateway (see duplicatesSeam below).
+// by run() as in production. The relay and the payment stage run in the test, assembled by
+// app.Build with a duplicating publisher and a recording gateway (see duplicatesSeam below).
 func TestEveryMessageDeliveredTwice(t *testing.T) {
 	testenv.EachSQS(t, testEveryMessageDeliveredTwice)
 }
@@ -130,14 +125,11 @@ func (d *duplicates) deliveries() map[string]int {
 	return out
 }
 
-// duplicatesSeam runs, for env, the two components that orderd cannot yet be told to
-// instrument: the outbox relay, publishing every message twice, and the payment stage,
-// charging through a recording gateway. Everything else is orderd's own code, and the
-// pieces are wired as newService wires them.
-//
-// With the seam proposed in the report (an unexported serviceOptions with
-// relayPublisher and gateway, passed to newService), this becomes two options on a
-// startOrderd with every component.
+// duplicatesSeam runs, for env, the two components the test instruments: the outbox relay,
+// publishing every message twice, and the payment stage, charging through a recording
+// gateway and counting what reaches it. They are assembled by app.Build from the
+// configuration orderd itself reads, with the relay's publisher and the gateway given as
+// the assembly allows, and the payment stage's entry wrapped in a pipeline of the test's.
 func duplicatesSeam(t *testing.T, env *testenv.Env, mailDomain string) *duplicates {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -154,7 +146,7 @@ func duplicatesSeam(t *testing.T, env *testenv.Env, mailDomain string) *duplicat
 	db.SetMaxOpenConns(32)
 
 	// The configuration orderd itself would run with, so queues and router are tuned alike.
-	cfg, err := loadConfig(env.Getenv(map[string]string{"MAIL_FROM": "orders@" + mailDomain}))
+	cfg, err := loadConfig(env.Getenv(map[string]string{"MAIL_FROM": "orders@" + mailDomain, "ORDERD_COMPONENTS": "payment,relay"}))
 	must(t, err)
 	qcfg := cfg.queues()
 	awsCfg, err := queues.AWSConfig(ctx, qcfg)
@@ -163,49 +155,47 @@ func duplicatesSeam(t *testing.T, env *testenv.Env, mailDomain string) *duplicat
 	must(t, err)
 	sub, err := cfg.subscriber(queues.NewClient(awsCfg, qcfg), log)
 	must(t, err)
-	writer, err := outbox.NewWriter(router.Route(qcfg))
-	must(t, err)
-	store, err := eventstore.New(db, projections.Orders{}, writer)
-	must(t, err)
-	catalog, err := ordering.NewCatalog(db)
-	must(t, err)
-
-	deadLog, err := deadletter.NewLog(db)
-	must(t, err)
-	dlqPub, err := deadletter.NewPublisher(deadLog, pub)
-	must(t, err)
 
 	d := &duplicates{gateway: &recordingGateway{inner: payment.Simulated{DeclineAboveCents: cfg.DeclineAboveCents}}, delivered: map[string]int{}}
-	relay, err := outbox.NewRelay(db, &publishTwice{Publisher: pub, sent: &d.published}, deadLog, log, outbox.RelayConfig{PollInterval: 20 * time.Millisecond})
-	must(t, err)
-	store.OnCommit(func([]eventstore.Record) { relay.Kick() })
-	stages, err := ordering.NewStages(ordering.StagesConfig{Store: store, Catalog: catalog, Gateway: d.gateway,
-		Mailer: noMail{}, MailFrom: cfg.MailFrom, Log: log})
-	must(t, err)
-	pay := func(ctx context.Context, rec eventstore.Record) error {
-		d.mu.Lock()
-		d.delivered[rec.EventID()]++
-		d.mu.Unlock()
-		return stages.Payment(ctx, rec)
+	stages := pipeline.Default().Stages()
+	for i, st := range stages {
+		if st.Component != pipeline.Payment {
+			continue
+		}
+		charge := st.Run
+		stages[i].Run = func(s *ordering.Stages, ctx context.Context, spec ordering.StageSpec, rec eventstore.Record) error {
+			d.mu.Lock()
+			d.delivered[rec.EventID()]++
+			d.mu.Unlock()
+			return charge(s, ctx, spec, rec)
+		}
 	}
-	r, err := router.New(router.Config{Queues: qcfg, HandlerTimeout: cfg.HandlerTimeout, Retries: cfg.Retries}, sub, dlqPub, metrics.New(), log,
-		router.Stage{Name: pipeline.MustLookup(pipeline.Payment).Name, Queue: pipeline.PaymentQueue, Run: pay})
+	p, err := pipeline.New(stages...)
+	must(t, err)
+	ac := cfg.app(db, log)
+	ac.Pipeline = p
+	ac.Adapters.Gateway, ac.Adapters.Mailer = d.gateway, noMail{}
+	ac.Router.Subscriber, ac.Router.Publisher = sub, pub
+	ac.Relay.Publisher = &publishTwice{Publisher: pub, sent: &d.published}
+	ac.Relay.PollInterval = 20 * time.Millisecond // the API's appends are in another process: no kick reaches this relay
+	a, err := app.Build(ac)
 	must(t, err)
 
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); relay.Run(ctx) }() //nolint:errcheck // returns nil
+	go func() { defer wg.Done(); a.Relay.Run(ctx) }() //nolint:errcheck // returns nil
 	routerErr := make(chan error, 1)
-	go func() { defer wg.Done(); routerErr <- r.Run(ctx) }()
+	go func() { defer wg.Done(); routerErr <- a.Router.Run(ctx) }()
 	select {
-	case <-r.Running():
+	case <-a.Router.Running():
 	case err := <-routerErr:
 		t.Fatalf("payment router: %v", err)
 	}
 	t.Cleanup(func() {
-		r.Close() //nolint:errcheck // shutting down
+		a.Router.Close() //nolint:errcheck // shutting down
 		cancel()
 		wg.Wait()
+		a.Close() //nolint:errcheck // shutting down
 		db.Close()
 		logFile.Close()
 		if t.Failed() {

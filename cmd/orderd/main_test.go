@@ -136,7 +136,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		"MYSQL_DSN": "not a dsn", "SQS_ENDPOINT": "ftp://x", "HTTP_ADDR": "8080", "QUEUE_IN_FLIGHT": "5", "QUEUE_RECEIVERS": "0",
 		"ORDERD_COMPONENTS": "api,billing", "MAIL_FROM": "not-an-address", "QUEUE_PREFIX": "a b",
 		"CORS_ALLOWED_ORIGINS": "*", "OPERATOR_PASSWORD": "short", "MESSAGE_SIGNING_KEY": "short-secret",
-		"PLACEMENT_RATE_LIMIT": "-1", "TRUSTED_PROXIES": "10.0.0.0/33",
+		"PLACEMENT_RATE_LIMIT": "-1", "TRUSTED_PROXIES": "10.0.0.0/33", "PAYMENT_GATEWAY": "stripe",
 		"SQS_EMULATOR": "goaws", // with SQS_ENDPOINT empty: real AWS is no emulator
 	} {
 		err := run(context.Background(), []string{"serve"}, func(k string) string {

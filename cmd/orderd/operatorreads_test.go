@@ -2,16 +2,9 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 
-	"orderd/eventstore"
 	"orderd/internal/testenv"
-	"orderd/outbox"
-	"orderd/projections"
-	"orderd/queues"
-	"orderd/router"
 )
 
 // TestBackgroundReadsReadNoTableWhole: over 20,000 orders, what runs on its own in every
@@ -31,15 +24,8 @@ func TestBackgroundReadsReadNoTableWhole(t *testing.T) {
 	}
 	cfg, err := loadConfig(func(string) string { return "" })
 	must(t, err)
-	writer, err := outbox.NewWriter(router.Route(queues.Config{}))
-	must(t, err)
-	store, err := eventstore.New(db, projections.Orders{}, writer)
-	must(t, err)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	sweeper, err := newSweeper(db, store, writer, log, outbox.SweeperConfig{})
-	must(t, err)
-	cleaner, err := newCleaner(cfg, db, store, sweeper, log)
-	must(t, err)
+	a := buildRelay(t, cfg, db)
+	sweeper, cleaner := a.Sweeper, a.Cleaner
 
 	for _, c := range []struct {
 		what string

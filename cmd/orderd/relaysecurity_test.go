@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"orderd/app"
 	"orderd/deadletter"
 	"orderd/domain"
 	"orderd/eventstore"
@@ -23,7 +24,6 @@ import (
 	"orderd/internal/testenv"
 	"orderd/outbox"
 	"orderd/pipeline"
-	"orderd/projections"
 	"orderd/queues"
 	"orderd/router"
 )
@@ -32,15 +32,11 @@ import (
 // log, the projection and the outbox, checking nothing the HTTP boundary checks.
 func plantStore(t *testing.T, env *testenv.Env) *eventstore.Store {
 	t.Helper()
-	writer, err := outbox.NewWriter(router.Route(queues.Config{Prefix: env.QueuePrefix}))
+	a, err := app.Build(app.Config{DB: env.DB, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Queues: queues.Config{Prefix: env.QueuePrefix}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := eventstore.New(env.DB, projections.Orders{}, writer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return store
+	return a.Store
 }
 
 // TestRelayNeverJams plants an order whose customer name holds U+FFFF — a character Amazon

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/term"
 
+	"orderd/app"
 	"orderd/eventstore"
 	"orderd/projections"
 )
@@ -38,7 +39,7 @@ func replay(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	verify := fs.Bool("verify", false, "compare the live tables with the log instead of rebuilding them")
-	only := fs.String("projection", "", "the projection to replay or verify (default all: "+strings.Join(registry().Names(), ", ")+")")
+	only := fs.String("projection", "", "the projection to replay or verify (default all: "+strings.Join(app.Projections().Names(), ", ")+")")
 	quiet := fs.Bool("quiet", false, "show no progress")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, replayUsage)
@@ -51,7 +52,7 @@ func replay(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 		fs.Usage()
 		return fmt.Errorf("replay: unexpected argument %q", fs.Arg(0))
 	}
-	picked, err := registry().Pick(*only)
+	picked, err := app.Projections().Pick(*only)
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}

@@ -2,21 +2,34 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
 	"reflect"
 	"testing"
 
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+
+	"orderd/app"
 	"orderd/domain"
-	"orderd/eventstore"
 	"orderd/internal/testenv"
 	"orderd/ordering"
-	"orderd/outbox"
-	"orderd/projections"
-	"orderd/queues"
-	"orderd/router"
 )
+
+// buildRelay assembles the relay's side as serve does, over db, without running it: its
+// publisher goes nowhere.
+func buildRelay(t *testing.T, cfg config, db *sql.DB) *app.App {
+	t.Helper()
+	ac := cfg.app(db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ac.Components = []string{app.ComponentRelay}
+	ac.Relay.Publisher = gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+	a, err := app.Build(ac)
+	must(t, err)
+	t.Cleanup(func() { a.Close() })
+	return a
+}
 
 // TestRetention runs the cleaner serve runs, with the default retentions, over records just
 // past and just within them: idempotency keys older than IDEMPOTENCY_TTL are forgotten (and
@@ -28,19 +41,10 @@ func TestRetention(t *testing.T) {
 	ctx := context.Background()
 	cfg, err := loadConfig(func(string) string { return "" })
 	must(t, err)
-	writer, err := outbox.NewWriter(router.Route(queues.Config{}))
+	a := buildRelay(t, cfg, env.DB)
+	placer, err := ordering.NewPlacer(a.Store, a.Catalog)
 	must(t, err)
-	store, err := eventstore.New(env.DB, projections.Orders{}, writer)
-	must(t, err)
-	catalog, err := ordering.NewCatalog(env.DB)
-	must(t, err)
-	placer, err := ordering.NewPlacer(store, catalog)
-	must(t, err)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	sweeper, err := newSweeper(env.DB, store, writer, log, outbox.SweeperConfig{})
-	must(t, err)
-	cleaner, err := newCleaner(cfg, env.DB, store, sweeper, log)
-	must(t, err)
+	cleaner := a.Cleaner
 
 	place := func(key, hash string) (domain.OrderID, bool, error) {
 		placed, err := placer.Place(ctx, ordering.PlaceRequest{Placement: domain.Placement{CustomerName: "Ann"},

@@ -103,8 +103,8 @@ func TestSMTPSettingsAreChecked(t *testing.T) {
 			t.Errorf("SMTP_TLS=%q with credentials: %v", mode, err)
 			continue
 		}
-		if got := cfg.smtp(); got.Password != " "+password+" " || got.Username != "shop" || string(got.TLS) != mode {
-			t.Errorf("SMTP_TLS=%q: smtp() = %v", mode, got)
+		if got := cfg.adapters().SMTP; got.Password != " "+password+" " || got.Username != "shop" || string(got.TLS) != mode {
+			t.Errorf("SMTP_TLS=%q: adapters().SMTP = %v", mode, got)
 		}
 	}
 }

@@ -17,29 +17,21 @@ import (
 	"time"
 
 	wmetrics "github.com/ThreeDotsLabs/watermill/components/metrics"
-	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/go-sql-driver/mysql"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/net/netutil"
 
+	"orderd/app"
 	"orderd/deadletter"
-	"orderd/eventstore"
-	"orderd/feed"
 	"orderd/handlers"
-	"orderd/mail"
 	"orderd/metrics"
 	"orderd/migrations"
-	"orderd/ordering"
 	"orderd/outbox"
-	"orderd/payment"
 	"orderd/pipeline"
 	"orderd/projections"
-	"orderd/projections/customers"
 	"orderd/projections/orders"
 	"orderd/queues"
-	"orderd/router"
 	"orderd/tracing"
 )
 
@@ -118,16 +110,13 @@ func migrate(ctx context.Context, cfg config, stdout io.Writer) error {
 	return nil
 }
 
-// service is everything `orderd serve` runs, built in one place.
+// service is everything `orderd serve` runs: what package app assembled, and what only a
+// long-running process has (the pool, the HTTP server, the operators' login).
 type service struct {
 	cfg     config
 	log     *slog.Logger
 	db      *sql.DB
-	store   *eventstore.Store
-	relay   *outbox.Relay
-	sweeper *outbox.Sweeper
-	cleaner *outbox.Cleaner
-	router  *message.Router
+	app     *app.App
 	http    *http.Server
 	metrics *metrics.Metrics
 	// operators guards everything for operators, on the API and on PPROF_ADDR.
@@ -136,12 +125,10 @@ type service struct {
 
 	// httpMaxConns caps the API's concurrent connections (config.httpMaxConns).
 	httpMaxConns int
-
-	// customers keeps the per-customer read model from the log's feed.
-	customers *feed.Consumer
 }
 
-// newService wires config → DB → SQS → event store → stages → router → HTTP.
+// newService wires config → DB → SQS → the assembly (store, stages, router, API, relay) →
+// the HTTP server.
 func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, err error) {
 	s := &service{cfg: cfg, log: log}
 	defer func() {
@@ -170,32 +157,6 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 	if err := queues.Ensure(ctx, sqsClient, qcfg); err != nil {
 		return nil, fmt.Errorf("SQS at %s: %w", endpointName(cfg.SQSEndpoint), err)
 	}
-	pub, err := queues.NewPublisher(awsCfg, qcfg, log)
-	if err != nil {
-		return nil, err
-	}
-
-	writer, err := outbox.NewWriter(router.Route(qcfg))
-	if err != nil {
-		return nil, err
-	}
-	feedWriter, err := feed.NewWriter(customers.Topic)
-	if err != nil {
-		return nil, err
-	}
-	if s.store, err = eventstore.New(s.db, projections.Orders{}, writer, feedWriter); err != nil {
-		return nil, err
-	}
-	s.store.OnCommit(func(appended []eventstore.Record) {
-		orders := 0
-		for i, r := range appended {
-			s.metrics.EventsAppended.WithLabelValues(r.Type).Inc()
-			if i == 0 || r.StreamID != appended[i-1].StreamID { // a commit's records come stream by stream
-				orders++
-			}
-		}
-		s.metrics.CommitOrders.Observe(float64(orders))
-	})
 	dlqAdmin, err := deadletter.NewAdmin(sqsClient, qcfg)
 	if err != nil {
 		return nil, err
@@ -207,141 +168,64 @@ func newService(ctx context.Context, cfg config, log *slog.Logger) (_ *service, 
 	if err := s.metrics.WatchState(state, log); err != nil {
 		return nil, err
 	}
-	if cfg.runs(componentRelay) {
-		recreate := func(ctx context.Context) error { return queues.Ensure(ctx, sqsClient, qcfg) }
-		batchPub, err := queues.NewBatchPublisher(sqsClient)
-		if err != nil {
-			return nil, err
-		}
-		refused, err := deadletter.NewLog(s.db)
-		if err != nil {
-			return nil, err
-		}
-		countRefused := func(queue string) { s.metrics.RelayRefused.WithLabelValues(queue).Inc() }
-		if s.relay, err = outbox.NewRelay(s.db, batchPub, refused, log, outbox.RelayConfig{Recover: recreate, OnRefused: countRefused, SigningKey: cfg.SigningKey}); err != nil {
-			return nil, err
-		}
-		s.store.OnCommit(func([]eventstore.Record) { s.relay.Kick() })
-		if s.sweeper, err = outbox.NewSweeper(s.db, s.store, writer, sweepReads, log, outbox.SweeperConfig{StuckAfter: cfg.RedriveAfter}); err != nil {
-			return nil, err
-		}
-		if s.cleaner, err = newCleaner(cfg, s.db, s.store, s.sweeper, log); err != nil {
+
+	ac := cfg.app(s.db, log)
+	ac.Metrics = s.metrics
+	ac.Relay.Recover = func(ctx context.Context) error { return queues.Ensure(ctx, sqsClient, qcfg) }
+	ac.API.Operators = s.operators
+	ac.API.Health = func(ctx context.Context) map[string]error {
+		return map[string]error{"mysql": s.db.PingContext(ctx), "sqs": queues.Ping(ctx, sqsClient, qcfg)}
+	}
+	ac.API.Ready = func(ctx context.Context) map[string]error {
+		return map[string]error{"mysql": s.db.PingContext(ctx), "sqs": queues.Ping(ctx, sqsClient, qcfg),
+			"migrations": migrationsApplied(ctx, s.db), "relay_lag": relayLag(ctx, s.db, cfg.ReadyMaxLag)}
+	}
+	if cfg.runs(app.ComponentRelay) {
+		if ac.Relay.Publisher, err = queues.NewBatchPublisher(sqsClient); err != nil {
 			return nil, err
 		}
 	}
-	if cfg.runs(componentCustomers) {
-		deadLog, err := deadletter.NewLog(s.db)
+	if ac.Router != nil {
+		pub, err := queues.NewPublisher(awsCfg, qcfg, log)
 		if err != nil {
 			return nil, err
 		}
-		if s.customers, err = feed.NewConsumer(s.db, customers.Apply, log, feed.ConsumerConfig{
-			Topic: customers.Topic.Name, Reject: feedRejections(deadLog),
-		}); err != nil {
+		sub, err := cfg.subscriber(queues.NewClient(awsCfg, qcfg, s.countSQS()), log)
+		if err != nil {
 			return nil, err
 		}
+		ac.Router.Subscriber, ac.Router.Publisher = sub, pub
 	}
-	catalog, err := ordering.NewCatalog(s.db)
-	if err != nil {
+	if s.app, err = app.Build(ac); err != nil {
 		return nil, err
 	}
-	if err := s.buildRouter(ctx, qcfg, awsCfg, pub, catalog); err != nil {
-		return nil, err
+	s.closers = append(s.closers, s.app.Close)
+	if s.app.Router != nil {
+		// Watermill's own metrics: messages received and acked per handler, handler execution time.
+		wmetrics.NewPrometheusMetricsBuilder(s.metrics.Registerer(), "orderd", "watermill").AddPrometheusRouterMetrics(s.app.Router)
 	}
-	if cfg.runs(componentAPI) {
-		if err := s.buildHTTP(qcfg, sqsClient, catalog); err != nil {
+	if s.app.API != nil {
+		if err := s.buildHTTP(s.app.API); err != nil {
 			return nil, err
 		}
 	}
 	return s, nil
 }
 
-func (s *service) buildRouter(ctx context.Context, qcfg queues.Config, awsCfg aws.Config, pub message.Publisher, catalog *ordering.Catalog) error {
-	if !slices.ContainsFunc(pipeline.Components(), s.cfg.runs) {
-		return nil
+// app maps the configuration onto the assembly's: everything but what exists only once the
+// process runs (the SQS clients and publishers, the operators' login, the health checks).
+// Router is set when a stage runs.
+func (c config) app(db *sql.DB, log *slog.Logger) app.Config {
+	ac := app.Config{DB: db, Log: log, Pipeline: pipeline.Default(), Queues: c.queues(), Components: c.Components, Adapters: c.adapters(),
+		SigningKey: c.SigningKey, RedriveAfter: c.RedriveAfter,
+		Relay: app.RelayConfig{IdempotencyTTL: c.IdempotencyTTL, DeadLetterRetention: c.DeadLetterRetention},
+		API: handlers.Config{AllowedOrigins: c.AllowedOrigins,
+			PlacementLimit: handlers.RateLimit{PerSecond: c.PlacementRate, TrustedProxies: c.TrustedProxies}},
 	}
-	mailer, err := mail.NewSMTPSender(s.cfg.smtp())
-	if err != nil {
-		return fmt.Errorf("SMTP_ADDR: %w", err)
+	if slices.ContainsFunc(ac.Pipeline.Components(), c.runs) {
+		ac.Router = &app.RouterConfig{HandlerTimeout: c.HandlerTimeout, Retries: c.Retries}
 	}
-	s.closers = append(s.closers, mailer.Close)
-	stages, err := ordering.NewStages(ordering.StagesConfig{
-		Store: s.store, Catalog: catalog, Gateway: payment.Simulated{DeclineAboveCents: s.cfg.DeclineAboveCents},
-		Mailer: mailer, MailFrom: s.cfg.MailFrom, Log: s.log,
-	})
-	if err != nil {
-		return err
-	}
-	var enabled []router.Stage
-	for _, st := range pipeline.Stages() {
-		if s.cfg.runs(st.Component) {
-			enabled = append(enabled, router.Stage{Name: st.Name, Queue: st.Queue, Run: st.Func(stages)})
-		}
-	}
-	sub, err := s.cfg.subscriber(queues.NewClient(awsCfg, qcfg, s.countSQS()), s.log)
-	if err != nil {
-		return err
-	}
-	deadLog, err := deadletter.NewLog(s.db)
-	if err != nil {
-		return err
-	}
-	dlqPub, err := deadletter.NewPublisher(deadLog, pub)
-	if err != nil {
-		return err
-	}
-	s.router, err = router.New(router.Config{Queues: qcfg,
-		HandlerTimeout: s.cfg.HandlerTimeout, Retries: s.cfg.Retries, SigningKey: s.cfg.SigningKey}, sub, dlqPub, s.metrics, s.log, enabled...)
-	if err != nil {
-		return err
-	}
-	// Watermill's own metrics: messages received and acked per handler, handler execution time.
-	wmetrics.NewPrometheusMetricsBuilder(s.metrics.Registerer(), "orderd", "watermill").AddPrometheusRouterMetrics(s.router)
-	return nil
-}
-
-// sweepReads gives the sweeper the orders read model and the dead-letter log over the
-// connection that holds its lock.
-func sweepReads(conn *sql.Conn) (outbox.UnfinishedOrders, outbox.HeldOrders, error) {
-	orders, err := orders.NewReader(conn)
-	if err != nil {
-		return nil, nil, err
-	}
-	held, err := deadletter.NewLog(conn)
-	return orders, held, err
-}
-
-// newCleaner returns the cleaner that keeps the tables from growing without bound: it
-// forgets idempotency keys after IDEMPOTENCY_TTL, and removes dead letters that no longer hold
-// an order and re-drive records after DEAD_LETTER_RETENTION.
-func newCleaner(cfg config, db *sql.DB, store *eventstore.Store, sweeper *outbox.Sweeper, log *slog.Logger) (*outbox.Cleaner, error) {
-	deadLog, err := deadletter.NewLog(db)
-	if err != nil {
-		return nil, err
-	}
-	orders, err := orders.NewReader(db)
-	if err != nil {
-		return nil, err
-	}
-	return outbox.NewCleaner(db, log, outbox.CleanerConfig{},
-		outbox.Retention{Name: "idempotency keys", Keep: cfg.IdempotencyTTL, Remove: store.ExpireIdempotencyKeys},
-		outbox.Retention{Name: "dead letters", Keep: cfg.DeadLetterRetention, Remove: deadLog.RemoveOlder(orders)},
-		outbox.Retention{Name: "re-drive records", Keep: cfg.DeadLetterRetention, Remove: sweeper.RemoveRecords},
-	)
-}
-
-// registry lists the projections `orderd replay`, `--verify` and the version-triggered
-// rebuild go through, in the order they run.
-func registry() projections.Registry {
-	return projections.Registry{projections.Orders{}, customers.Projection{}}
-}
-
-// feedRejections records the feed's undecodable events as dead letters, attached to no
-// order: the order's pipeline is not held up by a read model's refusal.
-func feedRejections(lg *deadletter.Log) func(context.Context, eventstore.Tx, feed.Rejection) error {
-	return func(ctx context.Context, tx eventstore.Tx, r feed.Rejection) error {
-		return lg.RecordIn(ctx, tx, deadletter.Letter{Queue: "feed " + r.Topic, EventID: r.EventID, EventType: r.EventType,
-			Reason: "cannot be decoded: " + r.Reason, DeadAt: time.Now().UTC()})
-	}
+	return ac
 }
 
 // metricsState is what /metrics reads when it is scraped, each part from its table's owner.
@@ -377,39 +261,7 @@ func (s *service) countSQS() func(*sqs.Options) {
 	return queues.CountRequests(func(op string) { s.metrics.SQSRequests.WithLabelValues(op).Inc() })
 }
 
-func (s *service) buildHTTP(qcfg queues.Config, sqsClient *sqs.Client, catalog *ordering.Catalog) error {
-	placer, err := ordering.NewPlacer(s.store, catalog)
-	if err != nil {
-		return err
-	}
-	reader, err := orders.NewReader(s.db)
-	if err != nil {
-		return err
-	}
-	deadLog, err := deadletter.NewLog(s.db)
-	if err != nil {
-		return err
-	}
-	dash, err := handlers.NewDashboard(s.db, catalog, s.log, s.cfg.RedriveAfter)
-	if err != nil {
-		return err
-	}
-	api, err := handlers.New(handlers.Config{
-		Dashboard: dash,
-		Placer:    placer, Orders: reader, Store: s.store, DeadLetters: deadLog, AllowedOrigins: s.cfg.AllowedOrigins, Log: s.log,
-		Metrics: s.metrics, Operators: s.operators,
-		PlacementLimit: handlers.RateLimit{PerSecond: s.cfg.PlacementRate, TrustedProxies: s.cfg.TrustedProxies},
-		Health: func(ctx context.Context) map[string]error {
-			return map[string]error{"mysql": s.db.PingContext(ctx), "sqs": queues.Ping(ctx, sqsClient, qcfg)}
-		},
-		Ready: func(ctx context.Context) map[string]error {
-			return map[string]error{"mysql": s.db.PingContext(ctx), "sqs": queues.Ping(ctx, sqsClient, qcfg),
-				"migrations": migrationsApplied(ctx, s.db), "relay_lag": relayLag(ctx, s.db, s.cfg.ReadyMaxLag)}
-		},
-	})
-	if err != nil {
-		return err
-	}
+func (s *service) buildHTTP(api *handlers.API) (err error) {
 	// Each request is a span; POST /orders starts the trace its order follows through the stages.
 	// The API renames it after its route template once routed; never after the URL, whose
 	// query may carry a capability.
@@ -450,7 +302,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	var wg sync.WaitGroup
 	if cfg.RebuildOnVersionChange {
 		// A deploy whose projection code changed its version rebuilds its tables while serving.
-		for _, p := range registry() {
+		for _, p := range app.Projections() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -464,22 +316,23 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 			}()
 		}
 	}
-	if s.relay != nil {
+	a := s.app
+	if a.Relay != nil {
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = s.relay.Run(runCtx) }()
+		go func() { defer wg.Done(); _ = a.Relay.Run(runCtx) }()
 		wg.Add(1)
-		go func() { defer wg.Done(); s.sweeper.Run(runCtx) }()
+		go func() { defer wg.Done(); a.Sweeper.Run(runCtx) }()
 		wg.Add(1)
-		go func() { defer wg.Done(); s.cleaner.Run(runCtx) }()
+		go func() { defer wg.Done(); a.Cleaner.Run(runCtx) }()
 	}
-	if s.customers != nil {
+	if a.Customers != nil {
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = s.customers.Run(runCtx) }()
+		go func() { defer wg.Done(); _ = a.Customers.Run(runCtx) }()
 	}
-	if s.router != nil {
-		go func() { errc <- s.router.Run(runCtx) }()
+	if a.Router != nil {
+		go func() { errc <- a.Router.Run(runCtx) }()
 		select {
-		case <-s.router.Running():
+		case <-a.Router.Running():
 		case err := <-errc:
 			return fmt.Errorf("start router: %w", err)
 		}
@@ -532,8 +385,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 			log.Warn("HTTP shutdown", "error", err)
 		}
 	}
-	if s.router != nil {
-		if err := s.router.Close(); err != nil {
+	if a.Router != nil {
+		if err := a.Router.Close(); err != nil {
 			log.Warn("router shutdown", "error", err)
 		}
 	}
