@@ -97,7 +97,7 @@ func TestDashboardOrdersWithFakes(t *testing.T) {
 			{Queue: "PaymentStatusQueue", EventID: "9-1", Reason: "forged"},
 		},
 	}
-	d := &Dashboard{reader: orders, dead: letters, counts: fakeCounts{}, log: slog.New(slog.NewTextHandler(io.Discard, nil)), stallAfter: time.Minute}
+	d := &Dashboard{reader: orders, dead: letters, counts: fakeCounts{}, log: slog.New(slog.NewTextHandler(io.Discard, nil)), stallAfter: time.Minute, stages: pipeline.Components()}
 
 	var list struct {
 		Stages []dashboardStage `json:"stages"`
