@@ -105,7 +105,7 @@ func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, m *metric
 		// One handler per queue: the router runs each message in a goroutine of its own,
 		// and the subscriber hands out a batch without waiting for acks (bounded by its
 		// in-flight limit), so one subscription is as concurrent as the subscriber allows.
-		h := r.AddNoPublisherHandler(st.Name, queue, sub, handle(st, cfg.SigningKey, m, log))
+		h := r.AddNoPublisherHandler(st.Name, queue, sub, handle(st, cfg.SigningKey, cfg.HandlerTimeout, m, log))
 		// Outermost first: dead-letter what retries cannot fix; retry what they can;
 		// bound each attempt; turn panics into errors.
 		h.AddMiddleware(poison, retry.Middleware, middleware.Timeout(cfg.HandlerTimeout), middleware.Recoverer)
@@ -115,11 +115,22 @@ func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, m *metric
 
 // handle adapts a stage to a Watermill handler: check the message's signature (with a key),
 // decode it, run the stage, and account for the attempt.
-func handle(st Stage, key []byte, m *metrics.Metrics, log *slog.Logger) message.NoPublishHandlerFunc {
+//
+// The stage runs under the attempt's own deadline (timeout), not under the message's
+// context: the subscriber ends that context as soon as shutdown begins, and a step cut
+// there (an email accepted by the server whose EmailSent is never appended) would be done
+// again by another instance. Shutdown instead lets a started attempt finish (the router and
+// the subscriber wait up to their close timeouts), which is what "shutdown drains" promises.
+func handle(st Stage, key []byte, timeout time.Duration, m *metrics.Metrics, log *slog.Logger) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		start := time.Now()
+		base, cancel := context.WithoutCancel(msg.Context()), context.CancelFunc(func() {})
+		if timeout > 0 {
+			base, cancel = context.WithTimeout(base, timeout)
+		}
+		defer cancel()
 		// The stage's span continues the trace of the append that produced the message.
-		ctx, span := tracing.Start(tracing.FromParent(msg.Context(), msg.Metadata.Get(outbox.MetaTraceParent)), "stage "+st.Queue, trace.SpanKindConsumer)
+		ctx, span := tracing.Start(tracing.FromParent(base, msg.Metadata.Get(outbox.MetaTraceParent)), "stage "+st.Queue, trace.SpanKindConsumer)
 		defer span.End()
 		var rec eventstore.Record
 		err := CheckSignature(key, msg.Metadata.Get(outbox.MetaSignature), msg.Metadata.Get(outbox.MetaEventID), msg.Metadata.Get(outbox.MetaEventType), msg.Payload)
