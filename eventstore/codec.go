@@ -3,6 +3,7 @@ package eventstore
 import (
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 
 	"orderd/domain"
 )
@@ -29,16 +30,24 @@ var schemas = map[string]schema{
 	domain.TypeEmailFailed:                {1, decodeAs[domain.EmailFailed]},
 }
 
+// sealed is set once the table has been read for use (a store built, the versions listed):
+// from then on it is read without a lock by every decode, so it must not change.
+var sealed atomic.Bool
+
 // Register teaches the store an event type it does not define, as gob.Register teaches gob
 // a type: T's EventType names it, and version is the schema version this release writes
 // (1 for a new type). A new stage's events need no edit of the store. Call it from an init
-// function or before the first store is built: the table is read without a lock. It
-// panics if the type is already known with another version, or if version is below 1.
+// function: it panics once a store has been built or the versions listed (the table is then
+// read without a lock, and replay has taken its copy), if the type is already known with
+// another version, or if version is below 1.
 func Register[T domain.Event](version int) {
 	var zero T
 	typ := zero.EventType()
 	if version < 1 || typ == "" {
 		panic(fmt.Sprintf("eventstore: Register %T: want a type name and a version of at least 1, got %q, %d", zero, typ, version))
+	}
+	if sealed.Load() {
+		panic(fmt.Sprintf("eventstore: Register %s after the event types were in use (a store built or SchemaVersions read): register in an init function", typ))
 	}
 	if s, ok := schemas[typ]; ok {
 		if s.version != version {
@@ -53,6 +62,7 @@ func Register[T domain.Event](version int) {
 // writes: the one list of event types that readers outside the store (a replay's own
 // decoder, the replay benchmark's generator) derive theirs from.
 func SchemaVersions() map[string]int {
+	sealed.Store(true)
 	out := make(map[string]int, len(schemas))
 	for typ, s := range schemas {
 		out[typ] = s.version

@@ -56,6 +56,7 @@ func New(db *sql.DB, hooks ...Hook) (*Store, error) {
 			return nil, fmt.Errorf("eventstore: hook %d is nil", i)
 		}
 	}
+	sealed.Store(true)
 	return &Store{
 		db: db, hooks: hooks, now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) },
 		workers: defaultWorkers, maxGroup: defaultMaxGroup, running: map[*request]struct{}{},
