@@ -207,8 +207,15 @@ func (c *Consumer) consume(msgCtx context.Context, tx *sql.Tx, batch []*message.
 			rejected = append(rejected, r)
 		}
 	}
-	if len(unknown) > 0 || len(rejected) > 0 {
-		if !c.discard(ctx, tx, unknown, rejected, w) {
+	if len(unknown) > 0 {
+		// A later release wrote them (a rolling deploy): they stay in the feed for an
+		// instance that knows their type; consuming them here would lose them for good.
+		w.failed.Store(true)
+		c.warn(w, "feed events of a type this release does not know; they stay for an instance that knows it",
+			"events", len(unknown), "type", unknown[0].Metadata[eventstore.MetaEventType])
+	}
+	if len(rejected) > 0 {
+		if !c.discard(ctx, tx, rejected, w) {
 			return // the transaction may be gone: the whole batch comes again
 		}
 	}
@@ -242,8 +249,8 @@ func (c *Consumer) consume(msgCtx context.Context, tx *sql.Tx, batch []*message.
 	}
 }
 
-// knownType reports whether this release knows the event type: an event of a type it does
-// not know is none of its handlers' business (a later release's stage wrote it).
+// knownType reports whether this release knows the event type: one it does not know was
+// written by a later release, and waits for an instance of it.
 func knownType(typ string) bool {
 	_, ok := eventstore.SchemaVersions()[typ]
 	return ok
@@ -254,17 +261,11 @@ func atoi(s string) int {
 	return n
 }
 
-// discard consumes the events a handler never sees: those of a type this release does not
-// know, skipped, and those it cannot decode, each recorded with its reason (Reject). It
-// reports whether the transaction is known to be alive.
-func (c *Consumer) discard(ctx context.Context, tx *sql.Tx, unknown []*message.Message, rejected []Rejection, w *worker) bool {
+// discard consumes the events this release knows but cannot decode, each recorded with its
+// reason (Reject). It reports whether the transaction is known to be alive.
+func (c *Consumer) discard(ctx context.Context, tx *sql.Tx, rejected []Rejection, w *worker) bool {
 	sp := &savepointTx{tx: tx}
 	var positions []eventstore.Record
-	for _, msg := range unknown {
-		pos, _ := strconv.ParseInt(msg.Metadata[eventstore.MetaPosition], 10, 64)
-		positions = append(positions, eventstore.Record{Position: pos})
-		c.log.Info("feed event of a type this release does not know skipped", "event_id", msg.UUID, "type", msg.Metadata[eventstore.MetaEventType])
-	}
 	var err error
 	for _, r := range rejected {
 		positions = append(positions, eventstore.Record{Position: r.position})
