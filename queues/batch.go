@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,7 +58,12 @@ type PublishError struct {
 }
 
 func (e *PublishError) Error() string {
-	return fmt.Sprintf("send to %s: %d message(s) refused, %d failed", e.Topic, len(e.Refused), len(e.Failed))
+	msg := fmt.Sprintf("send to %s: %d message(s) refused, %d failed", e.Topic, len(e.Refused), len(e.Failed))
+	if len(e.Failed) > 0 {
+		first := slices.Min(slices.Collect(maps.Keys(e.Failed)))
+		msg += fmt.Sprintf(" (message %d: %s)", first, e.Failed[first])
+	}
+	return msg
 }
 
 // Undelivered returns the messages that were not delivered, by index: refused for good, or
@@ -145,9 +151,15 @@ func (p *BatchPublisher) send(ctx context.Context, url string, entries []types.S
 			res.Failed[i] = reason
 		}
 	}
+	unlisted := "not in SQS's reply, neither successful nor failed"
+	if len(listed) == 0 {
+		// goaws answers so to every batch: the relay would send each message again at every
+		// pass, so the log must say what the operator forgot.
+		unlisted = "SQS's reply lists none of the batch's entries, as goaws's does: if SQS_ENDPOINT is goaws, set SQS_EMULATOR=goaws"
+	}
 	for _, e := range entries {
 		if i := entryIndex(e.Id); !listed[i] {
-			res.Failed[i] = "not in SQS's reply, neither successful nor failed"
+			res.Failed[i] = unlisted
 		}
 	}
 }

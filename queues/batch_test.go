@@ -222,6 +222,8 @@ func TestPublishReadsGoawsRepliesOnlyAsGoaws(t *testing.T) {
 			t.Errorf("as goaws: Publish = %v, want both delivered", err)
 		case emu == queues.NoEmulator && (!errors.As(err, &pe) || len(pe.Failed) != 2):
 			t.Errorf("as SQS: Publish = %v, want both failed: goaws's reply lists neither as successful", err)
+		case emu == queues.NoEmulator && !strings.Contains(err.Error(), "SQS_EMULATOR=goaws"):
+			t.Errorf("as SQS: Publish = %v, want the error to name the setting the operator forgot", err)
 		}
 	}
 }
