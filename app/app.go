@@ -153,6 +153,9 @@ func Build(cfg Config) (_ *App, err error) {
 		p = pipeline.Default()
 	}
 	cfg.Queues.Pipeline = p
+	if err := checkPipeline(p); err != nil {
+		return nil, err
+	}
 	known := Components(p)
 	for _, c := range cfg.Components {
 		if !slices.Contains(known, c) {
@@ -222,6 +225,25 @@ func Build(cfg Config) (_ *App, err error) {
 		}
 	}
 	return a, nil
+}
+
+// checkPipeline refuses what pipeline.New cannot see: a stage named like one of the
+// assembly's own components, and an event type, triggered or produced, that the event
+// store does not know (a misspelt trigger would leave the event before it without a route,
+// and its orders stuck).
+func checkPipeline(p *pipeline.Pipeline) error {
+	types := eventstore.SchemaVersions()
+	for _, st := range p.Stages() {
+		if slices.Contains([]string{ComponentAPI, ComponentRelay, ComponentCustomers}, st.Component) {
+			return fmt.Errorf("app: stage component %q is the name of one of the service's own components", st.Component)
+		}
+		for _, t := range slices.Concat(st.Triggers, st.Produces) {
+			if _, ok := types[t]; !ok {
+				return fmt.Errorf("app: stage %s names event type %q, which the event store does not know (eventstore.Register)", st.Component, t)
+			}
+		}
+	}
+	return nil
 }
 
 // Projections lists the read models `orderd replay`, `--verify` and the version-triggered

@@ -297,7 +297,7 @@ func TestEmail(t *testing.T) {
 func TestTakeRunsANewStagesDecision(t *testing.T) {
 	history := append(placed(t, domain.Placement{CustomerName: "Ann"}), domain.PaymentCompleted{}, domain.InventoryReserved{})
 	r := newRig(t, history...)
-	spec := ordering.StageSpec{Name: "gift-wrap", Triggers: []string{domain.TypeInventoryReserved}}
+	spec := ordering.StageSpec{Name: "gift-wrap", Triggers: []string{domain.TypeInventoryReserved}, Produces: []string{domain.TypeEmailFailed}}
 	decided := 0
 	decide := func(_ context.Context, o *domain.Order) ([]domain.Event, error) {
 		decided++
@@ -313,6 +313,20 @@ func TestTakeRunsANewStagesDecision(t *testing.T) {
 	err := r.stages.Take(context.Background(), spec, r.log.trigger(7, 4), decide)
 	if !errors.Is(err, domain.ErrNotTrigger) || decided != 1 {
 		t.Errorf("a trigger the stage does not accept: %v, decided %d times", err, decided)
+	}
+}
+
+// TestTakeRefusesWhatTheStageDoesNotProduce: an event the stage's entry does not list would
+// have no route (or the wrong one); it is refused as a permanent error and nothing is appended.
+func TestTakeRefusesWhatTheStageDoesNotProduce(t *testing.T) {
+	history := append(placed(t, domain.Placement{CustomerName: "Ann"}), domain.PaymentCompleted{}, domain.InventoryReserved{})
+	r := newRig(t, history...)
+	spec := ordering.StageSpec{Name: "gift-wrap", Triggers: []string{domain.TypeInventoryReserved}, Produces: []string{"GiftWrapped"}}
+	err := r.stages.Take(context.Background(), spec, r.log.trigger(7, 3), func(context.Context, *domain.Order) ([]domain.Event, error) {
+		return []domain.Event{domain.EmailFailed{}}, nil
+	})
+	if domain.ErrorKind(err) != domain.KindInvalid || len(r.log.types(7)) != 3 {
+		t.Errorf("take: %v (kind %v), log %v; want KindInvalid and nothing appended", err, domain.ErrorKind(err), r.log.types(7))
 	}
 }
 

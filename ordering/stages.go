@@ -66,6 +66,23 @@ func NewStages(c StagesConfig) (*Stages, error) {
 type StageSpec struct {
 	Name     string
 	Triggers []string
+	// Produces are the event types the stage may append; a decision that returns another
+	// is refused (KindInvalid: a bug no retry fixes) and appends nothing.
+	Produces []string
+}
+
+// allowed refuses events the stage's entry does not say it produces: another type would
+// have no route, or the wrong one, and the order would stop or go astray.
+func (spec StageSpec) allowed(events []domain.Event, err error) ([]domain.Event, error) {
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range events {
+		if !slices.Contains(spec.Produces, e.EventType()) {
+			return nil, domain.Invalid("event", "the %s stage produced %s, which its pipeline entry does not list (%s)", spec.Name, e.EventType(), strings.Join(spec.Produces, ", "))
+		}
+	}
+	return events, nil
 }
 
 // Payment charges a placed order, or refunds one whose reservation failed.
@@ -196,7 +213,7 @@ func (s *Stages) Take(ctx context.Context, spec StageSpec, trigger eventstore.Re
 			if err := check(o); err != nil {
 				return nil, err
 			}
-			return decide(ctx, o)
+			return spec.allowed(decide(ctx, o))
 		})
 		return err
 	})
@@ -210,7 +227,7 @@ func (s *Stages) TakeTx(ctx context.Context, spec StageSpec, trigger eventstore.
 			if err := check(o); err != nil {
 				return nil, err
 			}
-			return decide(ctx, tx, o)
+			return spec.allowed(decide(ctx, tx, o))
 		})
 		return err
 	})

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"orderd/domain"
 	"orderd/eventstore"
@@ -72,7 +73,7 @@ type Stage struct {
 
 // Spec is what ordering needs to know of the stage to check a trigger against it.
 func (s Stage) Spec() ordering.StageSpec {
-	return ordering.StageSpec{Name: s.Component, Triggers: slices.Clone(s.Triggers)}
+	return ordering.StageSpec{Name: s.Component, Triggers: slices.Clone(s.Triggers), Produces: slices.Clone(s.Produces)}
 }
 
 // Func returns the stage's function bound to stages.
@@ -92,20 +93,36 @@ type Pipeline struct {
 	stages []Stage
 }
 
+// dlqSuffix is what queues.DLQSuffix puts after a stage's queue to name its dead-letter
+// queue; a stage's own queue must not look like one.
+const dlqSuffix = "-DLQ"
+
 // New returns the pipeline of stages, in order, after checking what every derivation relies
-// on: each stage has a name, a component, a queue, triggers and a function; names,
-// components and queues are unique; and no event type triggers two stages, so that each has
-// one route.
+// on: each stage has a name, a component, a queue, triggers, products and a function; names,
+// components and queues are unique, and no queue is named like a dead-letter queue; no
+// event type triggers two stages, so that each has one route; and no domain step is taken
+// by two stages. That the event types exist is checked where they are known
+// (app.Build, against the event store's types).
 func New(stages ...Stage) (*Pipeline, error) {
 	if len(stages) == 0 {
 		return nil, errors.New("pipeline: no stages")
 	}
 	names, comps, qs := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	triggered := map[string]string{}
+	stepped := map[domain.Step]string{}
 	p := &Pipeline{}
 	for _, st := range stages {
-		if st.Name == "" || st.Component == "" || st.Queue == "" || st.Run == nil || len(st.Triggers) == 0 {
-			return nil, fmt.Errorf("pipeline: stage %q: name, component, queue, triggers and function must all be set", st.Name)
+		if st.Name == "" || st.Component == "" || st.Queue == "" || st.Run == nil || len(st.Triggers) == 0 || len(st.Produces) == 0 {
+			return nil, fmt.Errorf("pipeline: stage %q: name, component, queue, triggers, products and function must all be set", st.Name)
+		}
+		if strings.HasSuffix(st.Queue, dlqSuffix) {
+			return nil, fmt.Errorf("pipeline: stage %s: queue %q is named like a dead-letter queue", st.Component, st.Queue)
+		}
+		for _, step := range st.Steps {
+			if other, ok := stepped[step]; ok {
+				return nil, fmt.Errorf("pipeline: step %q is taken by both %s and %s", step, other, st.Component)
+			}
+			stepped[step] = st.Component
 		}
 		for _, u := range []struct {
 			what, v string

@@ -186,7 +186,7 @@ func TestTableIsWellFormed(t *testing.T) {
 func TestNewChecksTheTable(t *testing.T) {
 	base := pipeline.Default().Stages()
 	extra := pipeline.Stage{Name: "shipping", Component: "shipping", Queue: "ShippingQueue",
-		Triggers: []string{"ParcelPacked"}, Run: base[0].Run}
+		Triggers: []string{"ParcelPacked"}, Produces: []string{"ParcelShipped"}, Run: base[0].Run}
 	for name, c := range map[string]struct {
 		change func(st []pipeline.Stage) []pipeline.Stage
 		err    string
@@ -207,6 +207,17 @@ func TestNewChecksTheTable(t *testing.T) {
 		}, "triggers both"},
 		"a stage without Run":      {func(st []pipeline.Stage) []pipeline.Stage { e := extra; e.Run = nil; return append(st, e) }, "function"},
 		"a stage without triggers": {func(st []pipeline.Stage) []pipeline.Stage { e := extra; e.Triggers = nil; return append(st, e) }, "triggers"},
+		"a stage without products": {func(st []pipeline.Stage) []pipeline.Stage { e := extra; e.Produces = nil; return append(st, e) }, "products"},
+		"a queue named like a DLQ": {func(st []pipeline.Stage) []pipeline.Stage {
+			e := extra
+			e.Queue = st[0].Queue + "-DLQ"
+			return append(st, e)
+		}, "dead-letter"},
+		"a step taken twice": {func(st []pipeline.Stage) []pipeline.Stage {
+			e := extra
+			e.Steps = []domain.Step{domain.StepEmail}
+			return append(st, e)
+		}, "step"},
 	} {
 		p, err := pipeline.New(c.change(pipeline.Default().Stages())...)
 		switch {
