@@ -8,14 +8,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/awslabs/goformation/v7"
 
+	"orderd/deploy"
 	"orderd/internal/testenv"
+	"orderd/pipeline"
 )
 
 // TestLambdaBuild builds the function as `sam build` and the README do, for the
@@ -167,4 +171,52 @@ func TestSetupWiresAStage(t *testing.T) {
 
 func eventsWithOneMalformedRecord() events.SQSEvent {
 	return events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m1", Body: "{}", Attributes: map[string]string{"ApproximateReceiveCount": "1"}}}}
+}
+
+// TestTemplateSetsWhatTheFunctionReads checks deploy/template.yaml against loadConfig: every
+// variable a function is given is one the function reads (no typo silently ignored), and every
+// variable the function reads is given to every function, but for the few listed here.
+func TestTemplateSetsWhatTheFunctionReads(t *testing.T) {
+	notInTemplate := map[string]string{
+		"MYSQL_DSN":       "local runs: in AWS the DSN comes from DB_SECRET_ARN",
+		"SMTP_USERNAME":   "local runs: in AWS the login comes from SMTP_SECRET_ARN",
+		"SMTP_PASSWORD":   "local runs: in AWS the login comes from SMTP_SECRET_ARN",
+		"AWS_REGION":      "set by the Lambda runtime",
+		"MYSQL_MAX_CONNS": "its default, 10, is the batch size",
+	}
+	emailOnly := []string{"SMTP_SECRET_ARN", "SMTP_TLS"}
+
+	read := map[string]bool{}
+	for _, st := range pipeline.Components() {
+		valid := map[string]string{"STAGE": st, "MYSQL_DSN": "root@tcp(h)/orderd"}
+		if _, err := loadConfig(func(k string) string { read[k] = true; return valid[k] }); err != nil {
+			t.Fatalf("loadConfig(STAGE=%s): %v", st, err)
+		}
+	}
+	tpl, err := goformation.ParseYAML(deploy.Template)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fns := tpl.GetAllServerlessFunctionResources()
+	if len(fns) != len(pipeline.Components()) {
+		t.Fatalf("%d functions in the template, want one per stage", len(fns))
+	}
+	for id, fn := range fns {
+		if fn.Environment == nil {
+			t.Fatalf("%s has no environment", id)
+		}
+		vars := fn.Environment.Variables
+		for k := range vars {
+			if !read[k] {
+				t.Errorf("%s: %s is set but orderd-lambda never reads it", id, k)
+			}
+		}
+		for k := range read {
+			if _, ok := vars[k]; ok || notInTemplate[k] != "" || slices.Contains(emailOnly, k) && vars["STAGE"] != pipeline.Email {
+				continue
+			}
+			t.Errorf("%s (STAGE %q): orderd-lambda reads %s, the template does not set it", id, vars["STAGE"], k)
+		}
+	}
+	t.Logf("the template gives each function the %d variables it reads, less %d local-only ones", len(read), len(notInTemplate))
 }
