@@ -16,8 +16,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/awslabs/goformation/v7"
+	"github.com/go-sql-driver/mysql"
 
 	"orderd/deploy"
+	"orderd/eventstore"
 	"orderd/internal/testenv"
 	"orderd/pipeline"
 )
@@ -71,6 +73,37 @@ func TestLoadConfig(t *testing.T) {
 				t.Errorf("error %v, want one naming %q", err, tc.err)
 			}
 		})
+	}
+}
+
+// TestDSNUsesTheSharedDriverOptions checks that a function's pool, from MYSQL_DSN or from
+// either shape of database secret, is opened with exactly the options
+// eventstore.WithDriverOptions gives (as serve's is: its test is the same).
+func TestDSNUsesTheSharedDriverOptions(t *testing.T) {
+	const dsn = "u:p@tcp(db:3306)/orderd"
+	want, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDSN := eventstore.WithDriverOptions(want).FormatDSN()
+	for _, tc := range []struct {
+		cfg    config
+		secret string
+	}{
+		{config{MySQLDSN: dsn}, ""},
+		{config{DBSecretARN: "arn:aws:secretsmanager:eu-west-1:1:secret:db"}, `{"dsn":"` + dsn + `"}`},
+		{config{DBSecretARN: "arn:aws:secretsmanager:eu-west-1:1:secret:db", DBName: "orderd"}, `{"username":"u","password":"p","host":"db","port":3306}`},
+	} {
+		mc, err := tc.cfg.dsn(context.Background(), &fakeSecrets{value: tc.secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := mc.FormatDSN(); got != wantDSN {
+			t.Errorf("MYSQL_DSN %q / secret %q: the function opens %s, want %s", tc.cfg.MySQLDSN, tc.secret, got, wantDSN)
+		}
+		if !mc.ParseTime || !mc.InterpolateParams || mc.Timeout == 0 {
+			t.Errorf("%s lacks the driver options", mc.FormatDSN())
+		}
 	}
 }
 
