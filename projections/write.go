@@ -22,12 +22,10 @@ import (
 // INSERTs, and the rows are cheaper to format. Servers that refuse local loads (MySQL 8
 // ships with local_infile off) get multi-row INSERTs instead, with no other difference.
 type loadWriter struct {
-	db    *sql.DB
-	table string
+	db         *sql.DB
+	table      string
+	insertOnly bool // start with INSERTs, as after the server has refused a local load
 }
-
-// localLoad turns LOAD DATA off, for tests of the INSERT path.
-var localLoad = true
 
 // loadSeq numbers the in-memory "files" registered with the driver.
 var loadSeq atomic.Int64
@@ -35,7 +33,7 @@ var loadSeq atomic.Int64
 func (w loadWriter) start(ctx context.Context, g *errgroup.Group) chan []*orders.OrderRow {
 	batches := make(chan []*orders.OrderRow, writers)
 	var insertOnly atomic.Bool
-	insertOnly.Store(!localLoad)
+	insertOnly.Store(w.insertOnly)
 	for range writers {
 		g.Go(func() error {
 			conn, err := w.db.Conn(ctx)
