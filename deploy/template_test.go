@@ -13,6 +13,7 @@ import (
 	"github.com/awslabs/goformation/v7/cloudformation"
 	"github.com/awslabs/goformation/v7/intrinsics"
 
+	"orderd/app"
 	"orderd/pipeline"
 	"orderd/queues"
 )
@@ -106,6 +107,11 @@ func TestFunctionsMatchTheBuild(t *testing.T) {
 		check("STAGE", vars["STAGE"], st.env)
 		check("DB_SECRET_ARN", vars["DB_SECRET_ARN"], "Ref:DBSecretArn")
 		check("QUEUE_PREFIX", vars["QUEUE_PREFIX"], "Ref:QueuePrefix")
+		// Every stage checks signatures when the relay signs, so every stage needs the key
+		// (without it a signing relay's messages pass unchecked; with a key the relay lacks,
+		// every message is refused); and each runs the same assembly, gateway included.
+		check("MESSAGE_SIGNING_KEY", vars["MESSAGE_SIGNING_KEY"], "Ref:MessageSigningKey")
+		check("PAYMENT_GATEWAY", vars["PAYMENT_GATEWAY"], "Ref:PaymentGateway")
 		for _, key := range []string{"MYSQL_DSN", "SMTP_USERNAME", "SMTP_PASSWORD"} {
 			if _, ok := vars[key]; ok {
 				t.Errorf("%sFunction: %s in the template: credentials must come from Secrets Manager", st.name, key)
@@ -123,6 +129,42 @@ func TestFunctionsMatchTheBuild(t *testing.T) {
 		}
 	}
 	t.Logf("3 functions: bootstrap on provided.al2023/arm64, STAGE payment|inventory|email, own role, DSN from the secret")
+}
+
+func TestSharedParameters(t *testing.T) {
+	tpl := parse(t)
+	key, ok := tpl.Parameters["MessageSigningKey"]
+	if !ok {
+		t.Fatal("no MessageSigningKey parameter")
+	}
+	if key.NoEcho == nil || !*key.NoEcho {
+		t.Error("MessageSigningKey is not NoEcho: the key would show in the stack's description")
+	}
+	if key.Default != "" {
+		t.Errorf("MessageSigningKey defaults to %q, want empty (no signing, as the server's default)", key.Default)
+	}
+	// CloudFormation matches the whole value against AllowedPattern.
+	pattern := regexp.MustCompile(`^(?:` + deref(key.AllowedPattern) + `)$`)
+	for _, k := range []string{"", strings.Repeat("k", 32)} {
+		if !pattern.MatchString(k) {
+			t.Errorf("MessageSigningKey: pattern %s refuses a %d-byte key", pattern, len(k))
+		}
+	}
+	if pattern.MatchString(strings.Repeat("k", 31)) {
+		t.Errorf("MessageSigningKey: pattern %s takes a 31-byte key the functions refuse at start", pattern)
+	}
+	gw, ok := tpl.Parameters["PaymentGateway"]
+	if !ok {
+		t.Fatal("no PaymentGateway parameter")
+	}
+	var allowed []string
+	for _, v := range gw.AllowedValues {
+		allowed = append(allowed, fmt.Sprint(v))
+	}
+	if !slices.Equal(allowed, app.PaymentGateways) || gw.Default != app.GatewaySimulated {
+		t.Errorf("PaymentGateway: allowed %v default %v, want %v default %q", allowed, gw.Default, app.PaymentGateways, app.GatewaySimulated)
+	}
+	t.Logf("MessageSigningKey is NoEcho, empty or 32+ bytes; PaymentGateway allows %v", app.PaymentGateways)
 }
 
 func TestEachFunctionConsumesItsQueueWithPartialBatchResponses(t *testing.T) {

@@ -38,7 +38,6 @@ type Handler struct {
 	dead  DeadLetters
 	key   []byte // the relay's signing key; nil: signatures are not required
 	log   *slog.Logger
-	now   func() time.Time
 }
 
 // NewHandler returns a handler that runs run for every record taken from queue. Records that
@@ -47,7 +46,7 @@ func NewHandler(queue string, run router.StageFunc, dead DeadLetters, log *slog.
 	if queue == "" || run == nil || dead == nil || log == nil {
 		return nil, errors.New("lambdastage: NewHandler needs a queue, a stage, a dead-letter log and a logger")
 	}
-	return &Handler{queue: queue, run: run, dead: dead, log: log, now: time.Now}, nil
+	return &Handler{queue: queue, run: run, dead: dead, log: log}, nil
 }
 
 // Handle is the Lambda handler. Records are handled concurrently (a batch holds at most ten;
@@ -119,7 +118,7 @@ func (h *Handler) process(ctx context.Context, m events.SQSMessage) (rec eventst
 func (h *Handler) letter(m events.SQSMessage, rec eventstore.Record, err error) deadletter.Letter {
 	l := deadletter.Letter{
 		Queue: h.queue, EventID: attr(m, outbox.MetaEventID), EventType: attr(m, outbox.MetaEventType),
-		Reason: err.Error(), DeadAt: h.now().UTC(),
+		Reason: err.Error(), DeadAt: time.Now().UTC(),
 	}
 	if rec.StreamID > 0 {
 		l.EventID, l.EventType = rec.EventID(), rec.Type

@@ -215,26 +215,6 @@ func (p *Pipeline) Queues() []string {
 	return out
 }
 
-// ForStep returns the stage that takes the domain's step.
-func (p *Pipeline) ForStep(step domain.Step) (Stage, bool) {
-	i := slices.IndexFunc(p.stages, func(s Stage) bool { return slices.Contains(s.Steps, step) })
-	if i < 0 {
-		return Stage{}, false
-	}
-	return p.stages[i].clone(), true
-}
-
-// QueueFor returns the unprefixed queue of the stage that eventType triggers, or "" if it
-// triggers none (it ends the order's path).
-func (p *Pipeline) QueueFor(eventType string) string {
-	for _, s := range p.stages {
-		if slices.Contains(s.Triggers, eventType) {
-			return s.Queue
-		}
-	}
-	return ""
-}
-
 // The default pipeline's derivations, for code and tests that only ever run the built-in
 // stages (the orderd binary's flags, the SAM template's test). Code handed a Pipeline uses
 // its methods instead.
@@ -259,9 +239,3 @@ func Components() []string { return builtIn.Components() }
 
 // Queues returns the default pipeline's unprefixed queue names.
 func Queues() []string { return builtIn.Queues() }
-
-// ForStep returns the default pipeline's stage that takes step.
-func ForStep(step domain.Step) (Stage, bool) { return builtIn.ForStep(step) }
-
-// QueueFor returns the default pipeline's queue that eventType is routed to.
-func QueueFor(eventType string) string { return builtIn.QueueFor(eventType) }

@@ -64,13 +64,19 @@ type Progress func(events int64)
 // folds of their stream). If Rebuild fails or is interrupted the old table stays live, and a
 // rerun starts from scratch. It never appends, publishes or sends anything. progress may be nil.
 func Rebuild(ctx context.Context, db *sql.DB, progress Progress) (RebuildStats, error) {
+	return rebuildOrders(ctx, db, progress, true)
+}
+
+// rebuildOrders is Rebuild; with localLoad false it writes with INSERTs only, as it does
+// for a server that refuses LOAD DATA LOCAL.
+func rebuildOrders(ctx context.Context, db *sql.DB, progress Progress, localLoad bool) (RebuildStats, error) {
 	start := time.Now()
 	lock, err := TakeLock(ctx, db, OrdersTable)
 	if err != nil {
 		return RebuildStats{}, err
 	}
 	defer lock.Release(ctx)
-	stats, err := rebuild(ctx, db, lock.Conn(), progress)
+	stats, err := rebuild(ctx, db, lock.Conn(), progress, loadWriter{db: db, table: rebuildTable, insertOnly: !localLoad})
 	if err != nil && ctx.Err() != nil {
 		err = ctx.Err() // whatever the driver made of it, the replay was interrupted
 	}
@@ -83,7 +89,7 @@ func Rebuild(ctx context.Context, db *sql.DB, progress Progress) (RebuildStats, 
 	return stats, nil
 }
 
-func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress) (RebuildStats, error) {
+func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress, w loadWriter) (RebuildStats, error) {
 	var stats RebuildStats
 	mark := time.Now()
 	lap := func(d *time.Duration) {
@@ -101,7 +107,7 @@ func rebuild(ctx context.Context, db *sql.DB, lock *sql.Conn, progress Progress)
 	stats.SnapshotAt = snap.maxPosition
 	lap(&stats.Phases.Prepare)
 	var refold []domain.OrderID
-	stats.Events, stats.Orders, refold, err = foldLog(ctx, loadWriter{db: db, table: rebuildTable}, snap, progress)
+	stats.Events, stats.Orders, refold, err = foldLog(ctx, w, snap, progress)
 	if err != nil {
 		return stats, err
 	}

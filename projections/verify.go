@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -236,7 +235,7 @@ func compareChunk(ctx context.Context, tx *sql.Conn, dec decoder, lo, hi domain.
 			res.diffs = append(res.diffs, Difference{OrderID: domain.OrderID(id), Kind: DiffExtra})
 			continue
 		}
-		if res.diffs, err = compareRow(rebuilt[0], cells, res.diffs); err != nil {
+		if res.diffs, err = compareRow(&rebuilt[0], cells, res.diffs); err != nil {
 			return res, err
 		}
 		rebuilt = rebuilt[1:]
@@ -250,18 +249,18 @@ func compareChunk(ctx context.Context, tx *sql.Conn, dec decoder, lo, hi domain.
 	return res, nil
 }
 
-// columnNames are the orders table's columns, in orders.Columns order.
+// columnNames are the orders table's columns, in orders.TableColumns order.
 var columnNames = func() []string {
 	var names []string
-	for _, c := range strings.Split(orders.Columns, ",") {
-		names = append(names, strings.TrimSpace(c))
+	for _, c := range orders.TableColumns {
+		names = append(names, c.Name)
 	}
 	return names
 }()
 
 // compareRow compares, column by column, the values the live table holds with the values
-// the rebuilt row would be written with (orders.OrderRow.values, as every write uses).
-func compareRow(r orders.OrderRow, live []any, diffs []Difference) ([]Difference, error) {
+// the rebuilt row would be written with (orders.OrderRow.Values, as every write uses).
+func compareRow(r *orders.OrderRow, live []any, diffs []Difference) ([]Difference, error) {
 	want, err := r.Values()
 	if err != nil {
 		return diffs, err

@@ -14,6 +14,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"golang.org/x/sync/errgroup"
 
+	"orderd/domain"
 	"orderd/projections/orders"
 )
 
@@ -22,12 +23,10 @@ import (
 // INSERTs, and the rows are cheaper to format. Servers that refuse local loads (MySQL 8
 // ships with local_infile off) get multi-row INSERTs instead, with no other difference.
 type loadWriter struct {
-	db    *sql.DB
-	table string
+	db         *sql.DB
+	table      string
+	insertOnly bool // start with INSERTs, as after the server has refused a local load
 }
-
-// localLoad turns LOAD DATA off, for tests of the INSERT path.
-var localLoad = true
 
 // loadSeq numbers the in-memory "files" registered with the driver.
 var loadSeq atomic.Int64
@@ -35,7 +34,7 @@ var loadSeq atomic.Int64
 func (w loadWriter) start(ctx context.Context, g *errgroup.Group) chan []*orders.OrderRow {
 	batches := make(chan []*orders.OrderRow, writers)
 	var insertOnly atomic.Bool
-	insertOnly.Store(!localLoad)
+	insertOnly.Store(w.insertOnly)
 	for range writers {
 		g.Go(func() error {
 			conn, err := w.db.Conn(ctx)
@@ -109,34 +108,43 @@ func isLocalLoadRefused(err error) bool {
 }
 
 // appendLoadRows formats rows as LOAD DATA's default text format reads them: tab-separated
-// fields, one row per line, \N for NULL, backslash escapes. Each field holds the value
-// orders.OrderRow.values gives the column, written as the driver writes it into an INSERT.
+// fields in orders.TableColumns order, one row per line, \N for NULL, backslash escapes. Each
+// field holds the value orders.OrderRow.Values gives the column, written as the driver writes
+// it into an INSERT.
 func appendLoadRows(dst []byte, rows []*orders.OrderRow) ([]byte, error) {
 	var err error
 	for _, r := range rows {
-		dst = strconv.AppendInt(dst, int64(r.OrderID), 10)
-		dst = appendField(dst, r.CustomerName)
-		dst = appendField(dst, r.OrderStatus)
-		dst = appendField(dst, r.PaymentStatus)
-		dst = appendField(dst, r.InventoryStatus)
-		dst = appendBool(dst, r.EmailSent)
-		dst = appendBool(dst, r.EmailFailed)
-		dst = appendNullable(dst, r.CustomerEmail)
-		dst = append(dst, '\t')
-		start := len(dst)
-		if dst, err = appendItemsJSON(dst, r.Items); err != nil {
-			return nil, fmt.Errorf("encode items of order %d: %w", r.OrderID, err)
+		for i, c := range orders.TableColumns {
+			if i > 0 {
+				dst = append(dst, '\t')
+			}
+			switch p := c.Field(r).(type) {
+			case *domain.OrderID:
+				dst = strconv.AppendInt(dst, int64(*p), 10)
+			case *int:
+				dst = strconv.AppendInt(dst, int64(*p), 10)
+			case *int64:
+				dst = strconv.AppendInt(dst, *p, 10)
+			case *bool:
+				dst = appendBool(dst, *p)
+			case *string:
+				if c.Nullable && *p == "" {
+					dst = append(dst, `\N`...)
+				} else {
+					dst = appendField(dst, *p)
+				}
+			case *[]domain.Item:
+				start := len(dst)
+				if dst, err = appendItemsJSON(dst, *p); err != nil {
+					return nil, fmt.Errorf("encode items of order %d: %w", r.OrderID, err)
+				}
+				dst = escapeInPlace(dst, start)
+			case *time.Time:
+				dst = appendTime(dst, *p)
+			default:
+				return nil, fmt.Errorf("orders: column %s holds a %T", c.Name, p)
+			}
 		}
-		dst = escapeInPlace(dst, start)
-		dst = append(dst, '\t')
-		dst = strconv.AppendInt(dst, r.TotalCents, 10)
-		dst = appendNullable(dst, r.FailureReason)
-		dst = append(dst, '\t')
-		dst = strconv.AppendInt(dst, int64(r.Version), 10)
-		dst = append(dst, '\t')
-		dst = strconv.AppendInt(dst, r.LastPosition, 10)
-		dst = appendTime(dst, r.PlacedAt)
-		dst = appendTime(dst, r.UpdatedAt)
 		dst = append(dst, '\n')
 	}
 	return dst, nil
@@ -144,13 +152,12 @@ func appendLoadRows(dst []byte, rows []*orders.OrderRow) ([]byte, error) {
 
 func appendBool(dst []byte, b bool) []byte {
 	if b {
-		return append(dst, "\t1"...)
+		return append(dst, '1')
 	}
-	return append(dst, "\t0"...)
+	return append(dst, '0')
 }
 
 func appendField(dst []byte, s string) []byte {
-	dst = append(dst, '\t')
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c == '\\' || c == '\t' || c == '\n' || c == '\r' || c == 0 {
 			dst = append(dst, s[:i]...)
@@ -161,13 +168,6 @@ func appendField(dst []byte, s string) []byte {
 		}
 	}
 	return append(dst, s...) // the common case: nothing to escape
-}
-
-func appendNullable(dst []byte, s string) []byte {
-	if s == "" {
-		return append(dst, `	\N`...)
-	}
-	return appendField(dst, s)
 }
 
 func appendEscaped(dst []byte, c byte) []byte {
@@ -203,7 +203,6 @@ func escapeInPlace(dst []byte, start int) []byte {
 // appendTime writes a DATETIME(6) as the driver does: the wall clock in the time's own
 // location (the pool's, which read it), or MySQL's zero date for the zero time.
 func appendTime(dst []byte, t time.Time) []byte {
-	dst = append(dst, '\t')
 	if t.IsZero() {
 		return append(dst, "0000-00-00"...)
 	}

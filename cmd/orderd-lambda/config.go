@@ -8,13 +8,13 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/go-sql-driver/mysql"
 
 	"orderd/app"
+	"orderd/eventstore"
 	"orderd/lambdastage"
 	"orderd/mail"
 	"orderd/outbox"
@@ -135,14 +135,14 @@ type secretGetter interface {
 }
 
 // dsn returns the MySQL configuration: MYSQL_DSN when set, else the secret DB_SECRET_ARN
-// names, with the options the code relies on (parseTime, UTC, client-side interpolation).
+// names, with the driver options every pool uses (eventstore.WithDriverOptions).
 func (c config) dsn(ctx context.Context, sm secretGetter) (*mysql.Config, error) {
 	if c.MySQLDSN != "" {
 		mc, err := mysql.ParseDSN(c.MySQLDSN)
 		if err != nil {
 			return nil, fmt.Errorf("MYSQL_DSN: %w", err)
 		}
-		return withOptions(mc), nil
+		return eventstore.WithDriverOptions(mc), nil
 	}
 	out, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(c.DBSecretARN)})
 	if err != nil {
@@ -152,7 +152,7 @@ func (c config) dsn(ctx context.Context, sm secretGetter) (*mysql.Config, error)
 	if err != nil {
 		return nil, fmt.Errorf("database secret %s: %w", c.DBSecretARN, err)
 	}
-	return withOptions(mc), nil
+	return eventstore.WithDriverOptions(mc), nil
 }
 
 // dbSecret is the JSON shape of an RDS database secret (what RDS writes for a managed master
@@ -200,12 +200,4 @@ func parseSecret(s, defaultDB string) (*mysql.Config, error) {
 		mc.DBName = defaultDB
 	}
 	return mc, nil
-}
-
-func withOptions(mc *mysql.Config) *mysql.Config {
-	mc.ParseTime, mc.Loc, mc.InterpolateParams = true, time.UTC, true
-	if mc.Timeout == 0 {
-		mc.Timeout = 5 * time.Second
-	}
-	return mc
 }

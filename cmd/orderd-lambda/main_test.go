@@ -8,14 +8,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/awslabs/goformation/v7"
+	"github.com/go-sql-driver/mysql"
 
+	"orderd/deploy"
+	"orderd/eventstore"
 	"orderd/internal/testenv"
+	"orderd/pipeline"
 )
 
 // TestLambdaBuild builds the function as `sam build` and the README do, for the
@@ -67,6 +73,37 @@ func TestLoadConfig(t *testing.T) {
 				t.Errorf("error %v, want one naming %q", err, tc.err)
 			}
 		})
+	}
+}
+
+// TestDSNUsesTheSharedDriverOptions checks that a function's pool, from MYSQL_DSN or from
+// either shape of database secret, is opened with exactly the options
+// eventstore.WithDriverOptions gives (as serve's is: its test is the same).
+func TestDSNUsesTheSharedDriverOptions(t *testing.T) {
+	const dsn = "u:p@tcp(db:3306)/orderd"
+	want, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDSN := eventstore.WithDriverOptions(want).FormatDSN()
+	for _, tc := range []struct {
+		cfg    config
+		secret string
+	}{
+		{config{MySQLDSN: dsn}, ""},
+		{config{DBSecretARN: "arn:aws:secretsmanager:eu-west-1:1:secret:db"}, `{"dsn":"` + dsn + `"}`},
+		{config{DBSecretARN: "arn:aws:secretsmanager:eu-west-1:1:secret:db", DBName: "orderd"}, `{"username":"u","password":"p","host":"db","port":3306}`},
+	} {
+		mc, err := tc.cfg.dsn(context.Background(), &fakeSecrets{value: tc.secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := mc.FormatDSN(); got != wantDSN {
+			t.Errorf("MYSQL_DSN %q / secret %q: the function opens %s, want %s", tc.cfg.MySQLDSN, tc.secret, got, wantDSN)
+		}
+		if !mc.ParseTime || !mc.InterpolateParams || mc.Timeout == 0 {
+			t.Errorf("%s lacks the driver options", mc.FormatDSN())
+		}
 	}
 }
 
@@ -167,4 +204,52 @@ func TestSetupWiresAStage(t *testing.T) {
 
 func eventsWithOneMalformedRecord() events.SQSEvent {
 	return events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m1", Body: "{}", Attributes: map[string]string{"ApproximateReceiveCount": "1"}}}}
+}
+
+// TestTemplateSetsWhatTheFunctionReads checks deploy/template.yaml against loadConfig: every
+// variable a function is given is one the function reads (no typo silently ignored), and every
+// variable the function reads is given to every function, but for the few listed here.
+func TestTemplateSetsWhatTheFunctionReads(t *testing.T) {
+	notInTemplate := map[string]string{
+		"MYSQL_DSN":       "local runs: in AWS the DSN comes from DB_SECRET_ARN",
+		"SMTP_USERNAME":   "local runs: in AWS the login comes from SMTP_SECRET_ARN",
+		"SMTP_PASSWORD":   "local runs: in AWS the login comes from SMTP_SECRET_ARN",
+		"AWS_REGION":      "set by the Lambda runtime",
+		"MYSQL_MAX_CONNS": "its default, 10, is the batch size",
+	}
+	emailOnly := []string{"SMTP_SECRET_ARN", "SMTP_TLS"}
+
+	read := map[string]bool{}
+	for _, st := range pipeline.Components() {
+		valid := map[string]string{"STAGE": st, "MYSQL_DSN": "root@tcp(h)/orderd"}
+		if _, err := loadConfig(func(k string) string { read[k] = true; return valid[k] }); err != nil {
+			t.Fatalf("loadConfig(STAGE=%s): %v", st, err)
+		}
+	}
+	tpl, err := goformation.ParseYAML(deploy.Template)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fns := tpl.GetAllServerlessFunctionResources()
+	if len(fns) != len(pipeline.Components()) {
+		t.Fatalf("%d functions in the template, want one per stage", len(fns))
+	}
+	for id, fn := range fns {
+		if fn.Environment == nil {
+			t.Fatalf("%s has no environment", id)
+		}
+		vars := fn.Environment.Variables
+		for k := range vars {
+			if !read[k] {
+				t.Errorf("%s: %s is set but orderd-lambda never reads it", id, k)
+			}
+		}
+		for k := range read {
+			if _, ok := vars[k]; ok || notInTemplate[k] != "" || slices.Contains(emailOnly, k) && vars["STAGE"] != pipeline.Email {
+				continue
+			}
+			t.Errorf("%s (STAGE %q): orderd-lambda reads %s, the template does not set it", id, vars["STAGE"], k)
+		}
+	}
+	t.Logf("the template gives each function the %d variables it reads, less %d local-only ones", len(read), len(notInTemplate))
 }

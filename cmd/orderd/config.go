@@ -20,6 +20,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"orderd/app"
+	"orderd/eventstore"
 	"orderd/mail"
 	"orderd/outbox"
 	"orderd/pipeline"
@@ -411,15 +412,14 @@ func (c config) subscriber(client *sqs.Client, log *slog.Logger) (*queues.BatchS
 // runs reports whether component is enabled.
 func (c config) runs(component string) bool { return slices.Contains(c.Components, component) }
 
-// mysqlConfig returns the DSN with the options the code relies on: parseTime for DATETIME
-// columns, UTC, and client-side interpolation (one round trip per statement, not three).
+// mysqlConfig returns the DSN with the driver options every pool uses
+// (eventstore.WithDriverOptions).
 func (c config) mysqlConfig() (*mysql.Config, error) {
 	mc, err := mysql.ParseDSN(c.MySQLDSN)
 	if err != nil {
 		return nil, fmt.Errorf("MYSQL_DSN: %w", err)
 	}
-	mc.ParseTime, mc.Loc, mc.InterpolateParams = true, time.UTC, true
-	return mc, nil
+	return eventstore.WithDriverOptions(mc), nil
 }
 
 // mysqlTarget names the database in messages: address and name, no credentials.

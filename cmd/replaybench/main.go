@@ -37,6 +37,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"orderd/eventstore"
 	"orderd/migrations"
 	"orderd/projections"
 )
@@ -81,7 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return fmt.Errorf("-dsn: %w", err)
 	}
-	mc.ParseTime, mc.Loc, mc.InterpolateParams = true, time.UTC, true
+	eventstore.WithDriverOptions(mc)
 
 	name := o.reuse
 	if name == "" {

@@ -11,10 +11,10 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/go-sql-driver/mysql"
 
+	"orderd/eventstore"
 	"orderd/migrations"
 )
 
@@ -76,8 +76,8 @@ func New(t testing.TB) *Env {
 			t.Errorf("drop test database %s: %v", env.DBName, err)
 		}
 	})
-	mc.DBName, mc.ParseTime, mc.Loc, mc.InterpolateParams = env.DBName, true, time.UTC, true
-	env.DSN = mc.FormatDSN()
+	mc.DBName = env.DBName
+	env.DSN = eventstore.WithDriverOptions(mc).FormatDSN()
 	if env.DB, err = sql.Open("mysql", env.DSN); err != nil {
 		t.Fatalf("open test database: %v", err)
 	}

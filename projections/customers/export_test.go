@@ -1,8 +1,5 @@
 package customers
 
-// HoldBeforeSwap makes every rebuild call f, with its snapshot's position, between its
-// catch-up and its swap, until restore is called.
-func HoldBeforeSwap(f func(snapshotAt int64)) (restore func()) {
-	beforeSwap = f
-	return func() { beforeSwap = func(int64) {} }
-}
+// HoldingBeforeSwap returns the projection with f called, with the snapshot's position,
+// between each rebuild's catch-up and its swap.
+func HoldingBeforeSwap(f func(snapshotAt int64)) Projection { return Projection{beforeSwap: f} }

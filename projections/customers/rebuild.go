@@ -20,8 +20,14 @@ const Name = "customers"
 const Version = 1
 
 // Projection is the customers projection as `orderd replay`, `--verify` and the
-// version-triggered rebuild see it; it is kept live by Apply, a consumer of Topic.
-type Projection struct{}
+// version-triggered rebuild see it; it is kept live by Apply, a consumer of Topic. Its zero
+// value is the projection.
+type Projection struct {
+	// beforeSwap, if set, is called with the snapshot's position between a rebuild's catch-up
+	// and its swap: the one point where events the rebuild never saw must reach the new
+	// tables through the feed.
+	beforeSwap func(snapshotAt int64)
+}
 
 var _ projections.Projection = Projection{}
 
@@ -30,10 +36,6 @@ func (Projection) Name() string { return Name }
 
 // Version implements projections.Projection.
 func (Projection) Version() int { return Version }
-
-// beforeSwap runs between the catch-up and the swap, with the snapshot's position; tests
-// hold a rebuild there while the consumers apply events to the old tables.
-var beforeSwap = func(int64) {}
 
 // Tuning of the rebuild.
 var (
@@ -57,14 +59,14 @@ var (
 // tables after the swap. None is applied twice: rows carry the stream version they were
 // folded from, and a feed row at or below it changes nothing (apply). The feed rows at or
 // below P that a consumer held when the swap came are left to it, for that reason.
-func (Projection) Rebuild(ctx context.Context, db *sql.DB, progress projections.Progress) (projections.RebuildStats, error) {
+func (p Projection) Rebuild(ctx context.Context, db *sql.DB, progress projections.Progress) (projections.RebuildStats, error) {
 	start := time.Now()
 	lock, err := projections.TakeLock(ctx, db, Name)
 	if err != nil {
 		return projections.RebuildStats{}, err
 	}
 	defer lock.Release(ctx)
-	stats, err := rebuild(ctx, db, lock, progress)
+	stats, err := p.rebuild(ctx, db, lock, progress)
 	if err != nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}
@@ -76,7 +78,7 @@ func (Projection) Rebuild(ctx context.Context, db *sql.DB, progress projections.
 	return stats, nil
 }
 
-func rebuild(ctx context.Context, db *sql.DB, lock *projections.Lock, progress projections.Progress) (projections.RebuildStats, error) {
+func (p Projection) rebuild(ctx context.Context, db *sql.DB, lock *projections.Lock, progress projections.Progress) (projections.RebuildStats, error) {
 	var stats projections.RebuildStats
 	mark := time.Now()
 	lap := func(d *time.Duration) {
@@ -112,7 +114,9 @@ func rebuild(ctx context.Context, db *sql.DB, lock *projections.Lock, progress p
 		return stats, err
 	}
 	lap(&stats.Phases.CatchUp)
-	beforeSwap(stats.SnapshotAt)
+	if p.beforeSwap != nil {
+		p.beforeSwap(stats.SnapshotAt)
+	}
 	n, err := swap(ctx, db, lock.Conn(), stats.SnapshotAt, applied)
 	stats.CaughtUp += n
 	lap(&stats.Phases.Swap)

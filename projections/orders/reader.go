@@ -47,16 +47,35 @@ type scanner interface{ Scan(dest ...any) error }
 
 func scanRow(s scanner) (OrderRow, error) {
 	var r OrderRow
-	var email, reason sql.NullString
-	var items []byte
-	err := s.Scan(&r.OrderID, &r.CustomerName, &r.OrderStatus, &r.PaymentStatus, &r.InventoryStatus, &r.EmailSent,
-		&r.EmailFailed, &email, &items, &r.TotalCents, &reason, &r.Version, &r.LastPosition, &r.PlacedAt, &r.UpdatedAt)
-	if err != nil {
+	d := make([]any, len(TableColumns))
+	for i, c := range TableColumns {
+		switch p := c.Field(&r).(type) {
+		case *string:
+			if c.Nullable {
+				d[i] = new(sql.NullString)
+				continue
+			}
+			d[i] = p
+		case *[]domain.Item:
+			d[i] = new([]byte)
+		default:
+			d[i] = p
+		}
+	}
+	if err := s.Scan(d...); err != nil {
 		return OrderRow{}, err
 	}
-	r.CustomerEmail, r.FailureReason = email.String, reason.String
-	if err := json.Unmarshal(items, &r.Items); err != nil {
-		return OrderRow{}, fmt.Errorf("decode items of order %d: %w", r.OrderID, err)
+	for i, c := range TableColumns {
+		switch p := c.Field(&r).(type) {
+		case *string:
+			if c.Nullable {
+				*p = d[i].(*sql.NullString).String
+			}
+		case *[]domain.Item:
+			if err := json.Unmarshal(*d[i].(*[]byte), p); err != nil {
+				return OrderRow{}, fmt.Errorf("decode items of order %d: %w", r.OrderID, err)
+			}
+		}
 	}
 	return r, nil
 }

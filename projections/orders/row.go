@@ -93,36 +93,95 @@ func FoldOrder(history []eventstore.Record) OrderRow {
 // Table is the name of the live orders table.
 const Table = "orders"
 
-// Columns lists the table's columns in the order Values writes them.
-const Columns = `order_id, customer_name, order_status, payment_status, inventory_status, email_sent,
-	email_failed, customer_email, items, total_cents, failure_reason, version, last_position, placed_at, updated_at`
+// Column is one column of the orders table: its name and the OrderRow field it holds.
+// TableColumns is the one list of them: the column names in SQL (Columns), the placeholders,
+// Values, the readers' scan and the rebuild's LOAD DATA writer (package projections) all walk
+// it, so a column is added by adding a line there.
+type Column struct {
+	Name string
+	// Field returns a pointer to the row's field: a *domain.OrderID, *int, *int64, *bool,
+	// *string, *[]domain.Item (stored as JSON) or *time.Time.
+	Field func(r *OrderRow) any
+	// Nullable stores an empty string as NULL, and reads NULL as "".
+	Nullable bool
+}
 
-const orderPlaceholders = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+// TableColumns are the orders table's columns, in the order every read and write uses. The
+// first is the key.
+var TableColumns = []Column{
+	{Name: "order_id", Field: func(r *OrderRow) any { return &r.OrderID }},
+	{Name: "customer_name", Field: func(r *OrderRow) any { return &r.CustomerName }},
+	{Name: "order_status", Field: func(r *OrderRow) any { return &r.OrderStatus }},
+	{Name: "payment_status", Field: func(r *OrderRow) any { return &r.PaymentStatus }},
+	{Name: "inventory_status", Field: func(r *OrderRow) any { return &r.InventoryStatus }},
+	{Name: "email_sent", Field: func(r *OrderRow) any { return &r.EmailSent }},
+	{Name: "email_failed", Field: func(r *OrderRow) any { return &r.EmailFailed }},
+	{Name: "customer_email", Field: func(r *OrderRow) any { return &r.CustomerEmail }, Nullable: true},
+	{Name: "items", Field: func(r *OrderRow) any { return &r.Items }},
+	{Name: "total_cents", Field: func(r *OrderRow) any { return &r.TotalCents }},
+	{Name: "failure_reason", Field: func(r *OrderRow) any { return &r.FailureReason }, Nullable: true},
+	{Name: "version", Field: func(r *OrderRow) any { return &r.Version }},
+	{Name: "last_position", Field: func(r *OrderRow) any { return &r.LastPosition }},
+	{Name: "placed_at", Field: func(r *OrderRow) any { return &r.PlacedAt }},
+	{Name: "updated_at", Field: func(r *OrderRow) any { return &r.UpdatedAt }},
+}
+
+// Columns lists the table's columns, comma-separated, in TableColumns order.
+var Columns = columnList("%s")
 
 // ColumnCount is how many values a row writes.
-const ColumnCount = 15
+var ColumnCount = len(TableColumns)
+
+// orderPlaceholders are one row's placeholders in an INSERT.
+var orderPlaceholders = "(" + strings.TrimSuffix(strings.Repeat("?, ", len(TableColumns)), ", ") + ")"
+
+// upsertUpdates sets every column but the key from the row inserted.
+var upsertUpdates = strings.TrimPrefix(columnList("%[1]s = VALUES(%[1]s)"), TableColumns[0].Name+" = VALUES("+TableColumns[0].Name+"), ")
+
+// columnList formats each column's name with format, comma-separated.
+func columnList(format string) string {
+	parts := make([]string, len(TableColumns))
+	for i, c := range TableColumns {
+		parts[i] = fmt.Sprintf(format, c.Name)
+	}
+	return strings.Join(parts, ", ")
+}
 
 // Values returns the values the row is written with, in Columns order: every write of the
 // table, and a verification's comparison, go through it.
-func (r OrderRow) Values() ([]any, error) {
-	items := r.Items
-	if items == nil {
-		items = []domain.Item{}
+func (r *OrderRow) Values() ([]any, error) {
+	out := make([]any, len(TableColumns))
+	for i, c := range TableColumns {
+		switch p := c.Field(r).(type) {
+		case *domain.OrderID:
+			out[i] = *p
+		case *int:
+			out[i] = *p
+		case *int64:
+			out[i] = *p
+		case *bool:
+			out[i] = *p
+		case *string:
+			if !c.Nullable || *p != "" {
+				out[i] = *p
+			}
+		case *[]domain.Item:
+			items := *p
+			if items == nil {
+				items = []domain.Item{}
+			}
+			b, err := json.Marshal(items)
+			if err != nil {
+				return nil, fmt.Errorf("encode items of order %d: %w", r.OrderID, err)
+			}
+			out[i] = string(b)
+		case *time.Time:
+			out[i] = *p
+		default:
+			return nil, fmt.Errorf("orders: column %s holds a %T", c.Name, p)
+		}
 	}
-	b, err := json.Marshal(items)
-	if err != nil {
-		return nil, fmt.Errorf("encode items of order %d: %w", r.OrderID, err)
-	}
-	return []any{r.OrderID, r.CustomerName, r.OrderStatus, r.PaymentStatus, r.InventoryStatus, r.EmailSent,
-		r.EmailFailed, nullable(r.CustomerEmail), string(b), r.TotalCents, nullable(r.FailureReason), r.Version, r.LastPosition,
-		r.PlacedAt, r.UpdatedAt}, nil
-}
-
-func nullable(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
+	return out, nil
 }
 
 // upsertSQL writes whole rows: each one is a fold of its order's full stream, so the newest
@@ -136,11 +195,8 @@ func upsertSQL(table string, rows int) string {
 		}
 		b.WriteString(orderPlaceholders)
 	}
-	b.WriteString(` ON DUPLICATE KEY UPDATE customer_name = VALUES(customer_name), order_status = VALUES(order_status),
-		payment_status = VALUES(payment_status), inventory_status = VALUES(inventory_status), email_sent = VALUES(email_sent),
-		email_failed = VALUES(email_failed), customer_email = VALUES(customer_email), items = VALUES(items), total_cents = VALUES(total_cents),
-		failure_reason = VALUES(failure_reason), version = VALUES(version), last_position = VALUES(last_position),
-		placed_at = VALUES(placed_at), updated_at = VALUES(updated_at)`)
+	b.WriteString(" ON DUPLICATE KEY UPDATE ")
+	b.WriteString(upsertUpdates)
 	return b.String()
 }
 
@@ -155,8 +211,8 @@ func WriteRows(ctx context.Context, db Execer, table string, rows []OrderRow) er
 		return nil
 	}
 	args := make([]any, 0, len(rows)*ColumnCount)
-	for _, r := range rows {
-		v, err := r.Values()
+	for i := range rows {
+		v, err := rows[i].Values()
 		if err != nil {
 			return err
 		}
