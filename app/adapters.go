@@ -24,7 +24,8 @@ type Adapters struct {
 	PaymentGateway string
 	// DeclineAboveCents is the simulated gateway's limit (PAYMENT_DECLINE_ABOVE_CENTS).
 	DeclineAboveCents int64
-	// Gateway, if set, is used instead of the one PaymentGateway names (tests).
+	// Gateway, if set, is used instead of the one PaymentGateway names: a program that embeds
+	// the service with a gateway of its own, or a test with one that fails on purpose.
 	Gateway payment.Gateway
 
 	// SMTP is the mail server (SMTP_ADDR, SMTP_USERNAME, SMTP_PASSWORD, SMTP_TLS).
@@ -32,7 +33,8 @@ type Adapters struct {
 	// MailFrom is the shop's address (MAIL_FROM): sender of every email, recipient when an
 	// order has none.
 	MailFrom string
-	// Mailer, if set, is used instead of an SMTP sender over SMTP (tests).
+	// Mailer, if set, is used instead of an SMTP sender over SMTP (another transport, or a
+	// test's).
 	Mailer mail.Sender
 }
 

@@ -1,4 +1,4 @@
--- Cheap operator reads at any size (projections/listing.go).
+-- Cheap operator reads at any size (projections/orders/listing.go).
 --
 -- status_order is the order's status as a number (projections.statusCodes) times 2^32, plus
 -- its id: one status's orders are one range of its index, in order_id order. A page of one

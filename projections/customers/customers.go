@@ -77,7 +77,7 @@ func rowOf(o *domain.Order) order {
 }
 
 // Apply is the feed.Handler that brings the orders of recs up to at least their versions in
-// recs. It first takes the projection's consumer lock in share mode (see lockConsumers:
+// recs. It first takes the projection's consumer lock in share mode (see projections.HoldConsumers:
 // a rebuild's swap takes it exclusively), then applies recs to the live tables.
 func Apply(ctx context.Context, tx eventstore.Tx, recs []eventstore.Record) error {
 	if err := projections.ShareConsumerLock(ctx, tx, Name); err != nil {

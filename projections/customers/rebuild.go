@@ -50,7 +50,7 @@ var (
 //     its position P, none after) into new tables, each order with the domain's fold;
 //  2. it refolds, from the log as committed now, the orders with events after P, applying
 //     each one's change to the new totals as a consumer would (apply);
-//  3. it holds off the consumers (lockConsumers), refolds what changed since, deletes the
+//  3. it holds off the consumers (projections.HoldConsumers), refolds what changed since, deletes the
 //     feed rows the snapshot covers (position <= P), swaps the tables with one atomic RENAME
 //     and records Version.
 //

@@ -19,7 +19,7 @@ import (
 // Verify implements projections.Projection: it folds the log and compares the result with
 // both live tables, writing nothing. The tables lag the log by the feed's rows not yet
 // consumed, so it reads everything in one snapshot taken while the consumers are held off
-// (lockConsumers) and appends paused: there, an order with no row left in the feed must
+// (projections.HoldConsumers) and appends paused: there, an order with no row left in the feed must
 // equal its fold, and one with rows left is expected as it stands (its consumer has yet to
 // apply them). Each customer's totals must be the sum of its orders as so expected.
 //
