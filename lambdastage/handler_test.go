@@ -123,7 +123,7 @@ func TestBuildRefusesUnknownStage(t *testing.T) {
 	stages := pipeline.Default().Stages()
 	shipping := stages[1]
 	shipping.Name, shipping.Component, shipping.Queue, shipping.Steps = "shipping", "shipping", "ShippingQueue", nil
-	shipping.Triggers, shipping.Produces = []string{"ParcelPacked"}, nil
+	shipping.Triggers, shipping.Produces = []string{domain.TypeEmailSent}, []string{domain.TypeEmailFailed} // known types no default stage uses
 	ran := 0
 	shipping.Run = func(*ordering.Stages, context.Context, ordering.StageSpec, eventstore.Record) error {
 		ran++
