@@ -308,7 +308,7 @@ func (lg *Log) RemoveOlder(orders OrderHeads) RemoveFunc {
 				}
 			}
 			if len(gone) > 0 {
-				res, err := tx.ExecContext(ctx, `DELETE FROM dead_letters WHERE id IN (?`+strings.Repeat(", ?", len(gone)-1)+`)`, gone...)
+				res, err := tx.ExecContext(ctx, `DELETE FROM dead_letters WHERE id IN (`+eventstore.Placeholders(len(gone))+`)`, gone...)
 				if err != nil {
 					return removed, err
 				}
@@ -367,8 +367,8 @@ func (lg *Log) StuckReasons(ctx context.Context, versions map[domain.OrderID]int
 	for id := range versions {
 		args = append(args, id)
 	}
-	rows, err := lg.db.QueryContext(ctx, `SELECT order_id, version, reason FROM dead_letters WHERE order_id IN (?`+
-		strings.Repeat(", ?", len(args)-1)+`) ORDER BY id`, args...)
+	rows, err := lg.db.QueryContext(ctx, `SELECT order_id, version, reason FROM dead_letters WHERE order_id IN (`+
+		eventstore.Placeholders(len(args))+`) ORDER BY id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read dead letters: %w", err)
 	}

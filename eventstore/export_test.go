@@ -75,7 +75,7 @@ func AppendStatement(ctx context.Context, tx *sql.Tx, recs []Record, direct bool
 		}
 		args = append(args, r.StreamID, r.Version, r.Type, r.SchemaVersion, st.payloads[i], meta, now)
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata, occurred_at) VALUES `+rowsOf(7, len(recs)), args...)
+	_, err := tx.ExecContext(ctx, `INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata, occurred_at) VALUES `+PlaceholderRows(7, len(recs)), args...)
 	return err
 }
 

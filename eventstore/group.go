@@ -405,7 +405,7 @@ func lockStreams(ctx context.Context, tx *sql.Tx, group []*request) (map[domain.
 	for i, id := range ids {
 		args[i] = id
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT order_id FROM order_ids WHERE order_id IN (`+placeholders(len(ids))+`) ORDER BY order_id FOR UPDATE`, args...)
+	rows, err := tx.QueryContext(ctx, `SELECT order_id FROM order_ids WHERE order_id IN (`+Placeholders(len(ids))+`) ORDER BY order_id FOR UPDATE`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("lock orders: %w", err)
 	}
@@ -524,7 +524,7 @@ func (s *Store) allocate(ctx context.Context, tx *sql.Tx, creates []*request, al
 		}
 		args = append(args, key, hash, r.create.AccessHash, s.now())
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO order_ids (idempotency_key, request_hash, access_hash, created_at) VALUES `+rowsOf(4, len(creates)), args...)
+	res, err := tx.ExecContext(ctx, `INSERT INTO order_ids (idempotency_key, request_hash, access_hash, created_at) VALUES `+PlaceholderRows(4, len(creates)), args...)
 	if isDuplicate(err) {
 		if alone {
 			return errIdempotencyKeyUsed
@@ -577,10 +577,12 @@ func insertEvents(ctx context.Context, tx *sql.Tx, touched []*stream, increment 
 	return nil
 }
 
-// rowsOf returns n rows of cols placeholders each: "(?, ?), (?, ?)".
-func rowsOf(cols, n int) string {
-	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", cols), ", ") + ")"
-	return strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
+// PlaceholderRows returns n rows of cols placeholders each, "(?, ?), (?, ?)", for a
+// multi-row INSERT: the one writer of them for every package that owns a table.
+func PlaceholderRows(cols, n int) string {
+	row := "(?" + strings.Repeat(", ?", cols-1) + ")"
+	return row + strings.Repeat(", "+row, n-1)
 }
 
-func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?,", n), ",") }
+// Placeholders returns n placeholders, "?,?,?", for an IN list.
+func Placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?,", n), ",") }

@@ -44,7 +44,7 @@ func RawByStreamRange(noPayload map[string]int) RawQuery {
 // RawOfStreams reads n streams, whose ids are the n arguments, whole, stream by stream in
 // version order.
 func RawOfStreams(n int, noPayload map[string]int) RawQuery {
-	return rawQuery("stream_id IN ("+placeholders(n)+")", "stream_id, version", noPayload)
+	return rawQuery("stream_id IN ("+Placeholders(n)+")", "stream_id, version", noPayload)
 }
 
 func rawQuery(where, orderBy string, noPayload map[string]int) RawQuery {

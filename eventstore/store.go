@@ -262,7 +262,7 @@ func ScanStreamsOf(ctx context.Context, q Queryer, ids []domain.OrderID, fn func
 	for i, id := range ids {
 		args[i] = id
 	}
-	return scan(ctx, q, "WHERE stream_id IN ("+placeholders(len(ids))+")", args, fn)
+	return scan(ctx, q, "WHERE stream_id IN ("+Placeholders(len(ids))+")", args, fn)
 }
 
 func scan(ctx context.Context, q Queryer, where string, args []any, fn func(Record) error) error {

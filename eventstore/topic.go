@@ -158,7 +158,7 @@ func (s LogSchema) InsertQuery(topic string, msgs message.Messages) (wsql.Query,
 		args = append(args, cols...)
 	}
 	return wsql.Query{Query: `INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata, occurred_at) VALUES ` +
-		rowsOf(7, len(msgs)), Args: args}, nil
+		PlaceholderRows(7, len(msgs)), Args: args}, nil
 }
 
 // SelectQuery implements wsql.SchemaAdapter.

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -112,7 +111,7 @@ func (schema) InsertQuery(topic string, msgs message.Messages) (wsql.Query, erro
 		args = append(append(args, topic, pos), cols...)
 	}
 	return wsql.Query{Query: `INSERT INTO event_feed (topic, position, stream_id, version, event_type, schema_version, payload, metadata, occurred_at) VALUES ` +
-		rowsOf(9, len(msgs)), Args: args}, nil
+		eventstore.PlaceholderRows(9, len(msgs)), Args: args}, nil
 }
 
 // SelectQuery implements wsql.SchemaAdapter: whatever rows of the topic are there and not
@@ -161,12 +160,6 @@ func (offsets) SchemaInitializingQueries(string) []wsql.Query { return nil }
 // BeforeSubscribingQueries implements wsql.OffsetsAdapter: none.
 func (offsets) BeforeSubscribingQueries(string, string) []wsql.Query { return nil }
 
-// rowsOf returns n rows of cols placeholders each: "(?, ?), (?, ?)".
-func rowsOf(cols, n int) string {
-	row := "(?" + strings.Repeat(", ?", cols-1) + ")"
-	return row + strings.Repeat(", "+row, n-1)
-}
-
 // DropCovered deletes, in tx, the rows of topic at or below position that no consumer holds,
 // and returns how many it deleted: a rebuild of the topic's projection from a snapshot of
 // the log up to position has applied their events. The rows a consumer holds are left to it
@@ -197,7 +190,7 @@ func DropCovered(ctx context.Context, tx *sql.Tx, topic string, position int64) 
 			return deleted, nil
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM event_feed WHERE topic = ? AND position IN (`+
-			strings.TrimSuffix(strings.Repeat("?,", len(args)), ",")+`)`, append([]any{topic}, args...)...)
+			eventstore.Placeholders(len(args))+`)`, append([]any{topic}, args...)...)
 		if err != nil {
 			return deleted, fmt.Errorf("feed %s: drop covered rows: %w", topic, err)
 		}

@@ -45,7 +45,7 @@ func (c *Catalog) Price(ctx context.Context, items []domain.Item) (_ []domain.It
 	for i, it := range items {
 		skus[i] = it.SKU
 	}
-	rows, err := c.db.QueryContext(ctx, `SELECT sku, price_cents FROM stock WHERE sku IN (`+placeholders(len(skus))+`)`, skus...)
+	rows, err := c.db.QueryContext(ctx, `SELECT sku, price_cents FROM stock WHERE sku IN (`+eventstore.Placeholders(len(skus))+`)`, skus...)
 	if err != nil {
 		return nil, fmt.Errorf("price items: %w", err)
 	}
@@ -86,7 +86,7 @@ func (c *Catalog) Reserve(ctx context.Context, tx eventstore.Tx, items []domain.
 	for i, it := range sorted {
 		skus[i] = it.SKU
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT sku, available FROM stock WHERE sku IN (`+placeholders(len(skus))+`) ORDER BY sku FOR UPDATE`, skus...)
+	rows, err := tx.QueryContext(ctx, `SELECT sku, available FROM stock WHERE sku IN (`+eventstore.Placeholders(len(skus))+`) ORDER BY sku FOR UPDATE`, skus...)
 	if err != nil {
 		return domain.ReservationOutcome{}, fmt.Errorf("reserve stock: %w", err)
 	}
@@ -139,8 +139,4 @@ func (c *Catalog) Stock(ctx context.Context) (_ []StockItem, err error) {
 		out = append(out, s)
 	}
 	return out, rows.Err()
-}
-
-func placeholders(n int) string {
-	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"orderd/domain"
@@ -183,8 +182,8 @@ func redrivenSince(ctx context.Context, conn *sql.Conn, page []orders.Unfinished
 	for _, u := range page {
 		args = append(args, u.OrderID)
 	}
-	rows, err := conn.QueryContext(ctx, `SELECT order_id FROM order_redrives WHERE redriven_at >= ? AND order_id IN (?`+
-		strings.Repeat(", ?", len(page)-1)+`)`, args...)
+	rows, err := conn.QueryContext(ctx, `SELECT order_id FROM order_redrives WHERE redriven_at >= ? AND order_id IN (`+
+		eventstore.Placeholders(len(page))+`)`, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -138,7 +138,7 @@ func (t tables) lock(ctx context.Context, tx eventstore.Tx, ids []domain.OrderID
 		args[i] = id
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT order_id, customer_name, customer_email, order_status, total_cents, version
-		FROM `+t.orders+` WHERE order_id IN (`+placeholders(len(ids))+`) ORDER BY order_id FOR UPDATE`, args...)
+		FROM `+t.orders+` WHERE order_id IN (`+eventstore.Placeholders(len(ids))+`) ORDER BY order_id FOR UPDATE`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("customers: lock orders: %w", err)
 	}
@@ -221,12 +221,12 @@ func (t tables) write(ctx context.Context, tx eventstore.Tx, ids []domain.OrderI
 	}
 	cols := `INSERT INTO ` + t.orders + ` (order_id, customer_name, customer_email, order_status, total_cents, version) VALUES `
 	if len(ins) > 0 {
-		if _, err := tx.ExecContext(ctx, cols+rowsOf(6, len(ins)/6), ins...); err != nil {
+		if _, err := tx.ExecContext(ctx, cols+eventstore.PlaceholderRows(6, len(ins)/6), ins...); err != nil {
 			return fmt.Errorf("customers: insert orders: %w", err)
 		}
 	}
 	if len(upd) > 0 {
-		if _, err := tx.ExecContext(ctx, cols+rowsOf(6, len(upd)/6)+` ON DUPLICATE KEY UPDATE order_status = VALUES(order_status),
+		if _, err := tx.ExecContext(ctx, cols+eventstore.PlaceholderRows(6, len(upd)/6)+` ON DUPLICATE KEY UPDATE order_status = VALUES(order_status),
 			total_cents = VALUES(total_cents), version = VALUES(version)`, upd...); err != nil {
 			return fmt.Errorf("customers: update orders: %w", err)
 		}
@@ -243,20 +243,12 @@ func (t tables) write(ctx context.Context, tx eventstore.Tx, ids []domain.OrderI
 		return nil
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO `+t.customers+` (customer_name, customer_email, orders_placed, orders_completed, completed_cents)
-		VALUES `+rowsOf(5, len(args)/5)+` ON DUPLICATE KEY UPDATE orders_placed = orders_placed + VALUES(orders_placed),
+		VALUES `+eventstore.PlaceholderRows(5, len(args)/5)+` ON DUPLICATE KEY UPDATE orders_placed = orders_placed + VALUES(orders_placed),
 		orders_completed = orders_completed + VALUES(orders_completed), completed_cents = completed_cents + VALUES(completed_cents)`, args...)
 	if err != nil {
 		return fmt.Errorf("customers: add orders to their customers: %w", err)
 	}
 	return nil
-}
-
-func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?,", n), ",") }
-
-// rowsOf returns n rows of cols placeholders each: "(?, ?), (?, ?)".
-func rowsOf(cols, n int) string {
-	row := "(?" + strings.Repeat(", ?", cols-1) + ")"
-	return row + strings.Repeat(", "+row, n-1)
 }
 
 // Customer is a customer's totals.

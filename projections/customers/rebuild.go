@@ -140,7 +140,7 @@ func foldSnapshot(ctx context.Context, db *sql.DB, q eventstore.Queryer, progres
 			return nil
 		}
 		_, err := db.ExecContext(ctx, `INSERT INTO `+rebuilt.orders+` (order_id, customer_name, customer_email, order_status, total_cents, version) VALUES `+
-			rowsOf(6, len(batch)/6), batch...)
+			eventstore.PlaceholderRows(6, len(batch)/6), batch...)
 		batch = batch[:0]
 		if err != nil {
 			return fmt.Errorf("write the new customer_orders: %w", err)

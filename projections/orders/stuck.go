@@ -3,7 +3,6 @@ package orders
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"orderd/domain"
@@ -71,7 +70,7 @@ func (rd *Reader) Heads(ctx context.Context, ids []domain.OrderID) (_ map[domain
 		args[i] = id
 	}
 	rows, err := rd.db.QueryContext(ctx, `SELECT order_id, version, COALESCE(email_sent <> 0, TRUE) FROM orders
-		WHERE order_id IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`, args...)
+		WHERE order_id IN (`+eventstore.Placeholders(len(ids))+`)`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read order versions: %w", err)
 	}
