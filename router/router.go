@@ -106,9 +106,11 @@ func New(cfg Config, sub message.Subscriber, dlqPub message.Publisher, m *metric
 		// and the subscriber hands out a batch without waiting for acks (bounded by its
 		// in-flight limit), so one subscription is as concurrent as the subscriber allows.
 		h := r.AddNoPublisherHandler(st.Name, queue, sub, handle(st, cfg.SigningKey, cfg.HandlerTimeout, m, log))
-		// Outermost first: dead-letter what retries cannot fix; retry what they can;
-		// bound each attempt; turn panics into errors.
-		h.AddMiddleware(poison, retry.Middleware, middleware.Timeout(cfg.HandlerTimeout), middleware.Recoverer)
+		// Outermost first: dead-letter what retries cannot fix; retry what they can; turn
+		// panics into errors. Each attempt is bounded by handle itself (HandlerTimeout), not
+		// by middleware.Timeout, whose deadline sits on the message's context, which shutdown
+		// cancels.
+		h.AddMiddleware(poison, retry.Middleware, middleware.Recoverer)
 	}
 	return r, nil
 }

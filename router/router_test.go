@@ -233,3 +233,47 @@ func TestRouterDecisions(t *testing.T) {
 		t.Errorf("down ran %d times, want more than %d: retried, nacked and delivered again, never dead-lettered", n, 2*(retries+1))
 	}
 }
+
+// TestEachAttemptIsBounded: a stage that never returns on its own is stopped at
+// HandlerTimeout, attempt by attempt, and its message retried rather than held for ever.
+func TestEachAttemptIsBounded(t *testing.T) {
+	var attempts atomic.Int64
+	errs := make(chan error, 8)
+	st := Stage{Name: "stuck", Queue: "stuck", Run: func(ctx context.Context, _ eventstore.Record) error {
+		attempts.Add(1)
+		<-ctx.Done()
+		select {
+		case errs <- ctx.Err():
+		default:
+		}
+		return ctx.Err()
+	}}
+	pubsub := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, watermill.NopLogger{})
+	r, err := New(Config{HandlerTimeout: 50 * time.Millisecond, Retries: 1}, pubsub, &letters{}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-r.Running()
+	body, err := json.Marshal(eventstore.Record{StreamID: 7, Version: 1, Type: "OrderPlaced",
+		Event: domain.OrderPlaced{CustomerName: "Ann", Items: []domain.Item{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pubsub.Publish("stuck", message.NewMessage(watermill.NewUUID(), body)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("attempt %d ended with %v, want its deadline", i+1, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("attempt %d was never stopped (%d attempts)", i+1, attempts.Load())
+		}
+	}
+}
